@@ -1,0 +1,287 @@
+//! Stage 3: **broadcast** — run source → encode → packetize on one thread, once, and fan the
+//! packets out to every viewer.
+//!
+//! The pipeline thread is paced by a monotonic clock. Each frame is encoded once and split
+//! into RTP packets once; the packets go into a bounded [`tokio::sync::broadcast`] channel as
+//! one `Arc<MediaFrame>`. A viewer copies only the 12-byte header of each packet (its own
+//! SSRC, payload type and sequence number) — the payload is a refcounted [`bytes::Bytes`].
+//!
+//! Nobody waits on anybody: when encoding falls behind the clock, frames are dropped rather
+//! than queued (latency never grows); when a viewer falls behind the channel, *its* receiver
+//! lags and it resynchronises on the next keyframe, while the encoder and the other viewers
+//! carry on. With no viewers at all the pipeline keeps time but neither draws nor encodes.
+
+use crate::config::EncodeSettings;
+use crate::encode::{EncodeError, Encoder};
+use crate::source::{FrameInfo, I420Frame, Source};
+use bytes::Bytes;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::header::Header;
+use rtc::rtp::packetizer::Payloader;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::broadcast;
+
+/// RTP payload budget per packet: 1200 bytes keeps every packet under common path MTUs
+/// once SRTP, UDP, IP and TURN headers are added.
+pub const RTP_MTU: usize = 1200;
+/// Frames a viewer may fall behind before it is made to resynchronise (~0.25 s at 30 fps).
+const CHANNEL_FRAMES: usize = 8;
+/// At most one forced IDR per this long, however many viewers join or ask.
+pub const MIN_FORCED_IDR_GAP: Duration = Duration::from_millis(200);
+/// H.264 over RTP always uses a 90 kHz clock.
+const RTP_CLOCK: u64 = 90_000;
+
+/// One encoded picture as RTP packets, shared by every viewer.
+///
+/// The packets' SSRC, payload type and sequence number are left at zero: each viewer's
+/// sender stamps its own.
+#[derive(Debug)]
+pub struct MediaFrame {
+    pub number: u64,
+    pub keyframe: bool,
+    pub captured: Instant,
+    pub packets: Vec<rtc::rtp::Packet>,
+}
+
+/// Counters for `/api/streams` and the logs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames_encoded: AtomicU64,
+    /// Frame slots skipped because the pipeline was behind the clock.
+    pub frames_dropped: AtomicU64,
+    pub keyframes: AtomicU64,
+    pub forced_keyframes: AtomicU64,
+    pub bytes_encoded: AtomicU64,
+    /// Total microseconds spent drawing + encoding + packetizing.
+    pub busy_us: AtomicU64,
+    /// Frames encoded per second over the last second, times 1000.
+    pub current_fps_milli: AtomicU64,
+}
+
+struct Shared {
+    tx: broadcast::Sender<Arc<MediaFrame>>,
+    keyframe_wanted: AtomicBool,
+    stop: AtomicBool,
+    stats: Stats,
+    settings: EncodeSettings,
+    started: Instant,
+}
+
+/// A running stream: the pipeline thread and the channel viewers subscribe to.
+/// Dropping it stops the thread.
+pub struct Broadcast {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A cheap handle viewers keep: subscribe, ask for keyframes, read counters.
+#[derive(Clone)]
+pub struct Feed {
+    shared: Arc<Shared>,
+}
+
+impl Broadcast {
+    /// Starts the pipeline thread for `source` with `settings`.
+    pub fn start(source: Box<dyn Source>, settings: EncodeSettings) -> Result<Self, EncodeError> {
+        let encoder = Encoder::new(settings)?;
+        let (tx, _) = broadcast::channel(CHANNEL_FRAMES);
+        let shared = Arc::new(Shared {
+            tx,
+            keyframe_wanted: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            stats: Stats::default(),
+            settings,
+            started: Instant::now(),
+        });
+        let pipeline = Pipeline {
+            shared: shared.clone(),
+            source,
+            encoder,
+            frame: I420Frame::new(settings.size),
+            payloader: H264Payloader::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("whepcast-pipeline".into())
+            .spawn(move || pipeline.run())
+            .map_err(|e| EncodeError::OpenH264(openh264::Error::msg(&e.to_string())))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn feed(&self) -> Feed {
+        Feed {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Broadcast {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Feed {
+    /// A receiver of every frame from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaFrame>> {
+        self.shared.tx.subscribe()
+    }
+
+    /// Asks for an IDR soon. Requests are merged and rate-limited by the pipeline.
+    pub fn request_keyframe(&self) {
+        self.shared.keyframe_wanted.store(true, Ordering::Release);
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub fn settings(&self) -> &EncodeSettings {
+        &self.shared.settings
+    }
+
+    /// Time since the pipeline started.
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+}
+
+/// Everything the pipeline thread owns.
+struct Pipeline {
+    shared: Arc<Shared>,
+    source: Box<dyn Source>,
+    encoder: Encoder,
+    frame: I420Frame,
+    payloader: H264Payloader,
+}
+
+impl Pipeline {
+    fn run(mut self) {
+        let interval = self.shared.settings.frame_interval();
+        let start = self.shared.started;
+        let mut slot: u64 = 0;
+        let mut last_key: Option<Instant> = None;
+        let mut idle = true;
+        let (mut window_start, mut window_frames) = (Instant::now(), 0u64);
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let due = start + interval.mul_f64(slot as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else if now - due >= interval {
+                // More than a whole frame late: skip the slots we missed instead of
+                // queueing them, so what viewers see stays current.
+                let behind = ((now - due).as_secs_f64() / interval.as_secs_f64()) as u64;
+                self.shared.stats.frames_dropped.fetch_add(behind, Ordering::Relaxed);
+                slot += behind;
+                continue;
+            }
+            let number = slot;
+            slot += 1;
+            let since = window_start.elapsed();
+            if since >= Duration::from_secs(1) {
+                let encoded = self.shared.stats.frames_encoded.load(Ordering::Relaxed);
+                let fps_milli = (encoded - window_frames) * 1_000_000 / since.as_millis() as u64;
+                self.shared.stats.current_fps_milli.store(fps_milli, Ordering::Relaxed);
+                (window_start, window_frames) = (Instant::now(), encoded);
+            }
+
+            if self.shared.tx.receiver_count() == 0 {
+                // Nobody watching: keep time, spend nothing. The first viewer asks for an IDR.
+                idle = true;
+                continue;
+            }
+            if idle {
+                idle = false;
+                self.encoder.force_keyframe();
+                self.shared.keyframe_wanted.store(false, Ordering::Release);
+                last_key = Some(Instant::now());
+            }
+
+            let busy = Instant::now();
+            let captured = busy;
+            let info = FrameInfo {
+                number,
+                wall: SystemTime::now(),
+            };
+            if let Err(e) = self.source.fill(&mut self.frame, info) {
+                tracing::warn!("source failed: {e}");
+                continue;
+            }
+            if last_key.is_none_or(|t| t.elapsed() >= MIN_FORCED_IDR_GAP)
+                && self.shared.keyframe_wanted.swap(false, Ordering::AcqRel)
+            {
+                self.encoder.force_keyframe();
+                self.shared.stats.forced_keyframes.fetch_add(1, Ordering::Relaxed);
+            }
+            let media = match self.encode(number, captured, start) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!("encoding frame {number} failed: {e}");
+                    continue;
+                }
+            };
+            if media.keyframe {
+                last_key = Some(captured);
+                // Everyone subscribed now gets this IDR; earlier requests are answered.
+                self.shared.keyframe_wanted.store(false, Ordering::Release);
+            }
+            let stats = &self.shared.stats;
+            stats.busy_us.fetch_add(busy.elapsed().as_micros() as u64, Ordering::Relaxed);
+            // Err only means nobody is subscribed right now.
+            let _ = self.shared.tx.send(Arc::new(media));
+        }
+        tracing::debug!("pipeline stopped after {} frames", self.encoder.frames());
+    }
+
+    /// Encodes the current frame and packetizes it once.
+    fn encode(
+        &mut self,
+        number: u64,
+        captured: Instant,
+        start: Instant,
+    ) -> Result<MediaFrame, EncodeError> {
+        let out = self.encoder.encode(&self.frame)?;
+        let keyframe = out.keyframe;
+        let stats = &self.shared.stats;
+        stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+        stats.bytes_encoded.fetch_add(out.annexb.len() as u64, Ordering::Relaxed);
+        if keyframe {
+            stats.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        let timestamp = ((captured - start).as_micros() as u64 * RTP_CLOCK / 1_000_000) as u32;
+        let data = Bytes::copy_from_slice(out.annexb);
+        let payloads = self
+            .payloader
+            .payload(RTP_MTU - 12, &data)
+            .unwrap_or_default();
+        let last = payloads.len().saturating_sub(1);
+        let packets = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| rtc::rtp::Packet {
+                header: Header {
+                    version: 2,
+                    marker: i == last,
+                    timestamp,
+                    ..Default::default()
+                },
+                payload,
+            })
+            .collect();
+        Ok(MediaFrame {
+            number,
+            keyframe,
+            captured,
+            packets,
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! Stage 2: **encode** I420 frames to H.264 with OpenH264, once for every viewer.
+//!
+//! OpenH264's defaults suit offline files, not live video, so every setting that matters is
+//! explicit here (see `../shared/notes/openh264.md` in the project's history):
+//! bitrate rate control at the asked rate, no frame skipping (a skipped frame is a stutter),
+//! the real frame rate (rate control divides by it), an IDR every `keyint` seconds, and
+//! Baseline profile so the SPS matches the `profile-level-id=42e01f` we signal.
+
+use crate::config::EncodeSettings;
+use crate::source::I420Frame;
+use openh264::encoder::{
+    BitRate, Complexity, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
+    RateControlMode, SpsPpsStrategy, UsageType,
+};
+use openh264::OpenH264API;
+
+/// Errors from the encoder.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("OpenH264: {0}")]
+    OpenH264(#[from] openh264::Error),
+    #[error("frame is {got} but the encoder was set up for {want}")]
+    WrongSize {
+        got: crate::config::Size,
+        want: crate::config::Size,
+    },
+}
+
+/// The SDP `profile-level-id` of what [`Encoder`] writes: Constrained Baseline, level 3.1.
+pub const PROFILE_LEVEL_ID: &str = "42e01f";
+
+/// An H.264 encoder configured for live video.
+pub struct Encoder {
+    inner: openh264::encoder::Encoder,
+    settings: EncodeSettings,
+    out: Vec<u8>,
+    frames: u64,
+}
+
+/// One encoded picture, borrowed from the encoder until the next call.
+#[derive(Debug)]
+pub struct Encoded<'a> {
+    /// Annex B byte stream (start codes + NAL units). IDRs carry SPS and PPS in front.
+    pub annexb: &'a [u8],
+    /// Whether this is an IDR (a point where a new viewer can start decoding).
+    pub keyframe: bool,
+}
+
+impl Encoder {
+    pub fn new(settings: EncodeSettings) -> Result<Self, EncodeError> {
+        let config = EncoderConfig::new()
+            .usage_type(UsageType::CameraVideoRealTime)
+            .rate_control_mode(RateControlMode::Bitrate)
+            .bitrate(BitRate::from_bps(settings.bitrate.bps()))
+            .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
+            .skip_frames(false)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(settings.keyint_frames()))
+            .profile(Profile::Baseline)
+            .level(level_for(settings))
+            .complexity(Complexity::Low)
+            // Same ids on every IDR: a viewer who joins late needs nothing it has not seen.
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+            .num_threads(1);
+        let inner = openh264::encoder::Encoder::with_api_config(OpenH264API::from_source(), config)?;
+        Ok(Self {
+            inner,
+            settings,
+            out: Vec::with_capacity(settings.bitrate.bps() as usize / 8),
+            frames: 0,
+        })
+    }
+
+    pub fn settings(&self) -> &EncodeSettings {
+        &self.settings
+    }
+
+    /// Frames encoded so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Makes the next frame an IDR (a viewer joined or lost a picture).
+    pub fn force_keyframe(&mut self) {
+        self.inner.force_intra_frame();
+    }
+
+    /// Encodes one frame. The returned bytes live in a buffer reused for the next frame.
+    pub fn encode(&mut self, frame: &I420Frame) -> Result<Encoded<'_>, EncodeError> {
+        if frame.size() != self.settings.size {
+            return Err(EncodeError::WrongSize {
+                got: frame.size(),
+                want: self.settings.size,
+            });
+        }
+        let ts = openh264::Timestamp::from_millis(self.frames * 1000 / self.settings.fps as u64);
+        let bitstream = self.inner.encode_at(frame, ts)?;
+        let keyframe = matches!(bitstream.frame_type(), FrameType::IDR);
+        self.out.clear();
+        bitstream.write_vec(&mut self.out);
+        self.frames += 1;
+        Ok(Encoded {
+            annexb: &self.out,
+            keyframe,
+        })
+    }
+}
+
+/// The lowest level that holds the picture size and rate (browsers only care that it does
+/// not exceed what they negotiated; 3.1 covers 720p30, bigger streams signal more).
+fn level_for(s: EncodeSettings) -> Level {
+    let mbs = (s.size.width as u64).div_ceil(16) * (s.size.height as u64).div_ceil(16);
+    let mbps = mbs * s.fps as u64;
+    match (mbs, mbps) {
+        (..=3600, ..=108_000) => Level::Level_3_1,
+        (..=5120, ..=216_000) => Level::Level_3_2,
+        (..=8192, ..=245_760) => Level::Level_4_1,
+        (..=8704, ..=522_240) => Level::Level_4_2,
+        (..=22_080, ..=589_824) => Level::Level_5_1,
+        _ => Level::Level_5_2,
+    }
+}
+
+/// The `profile-level-id` that matches [`Encoder`]'s output for these settings.
+pub fn profile_level_id(s: &EncodeSettings) -> String {
+    let level = match level_for(*s) {
+        Level::Level_3_1 => 0x1f,
+        Level::Level_3_2 => 0x20,
+        Level::Level_4_1 => 0x29,
+        Level::Level_4_2 => 0x2a,
+        Level::Level_5_1 => 0x33,
+        _ => 0x34,
+    };
+    format!("42e0{level:02x}")
+}
+
+/// Splits an Annex B stream into NAL units (without start codes).
+pub fn nal_units(annexb: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = annexb;
+    std::iter::from_fn(move || {
+        // Skip the start code in front of the unit.
+        let start = find_start_code(rest)?;
+        rest = &rest[start..];
+        let end = next_start(rest).unwrap_or(rest.len());
+        let (unit, tail) = rest.split_at(end);
+        rest = tail;
+        Some(unit)
+    })
+}
+
+/// Index just past the first start code (00 00 01 or 00 00 00 01).
+fn find_start_code(b: &[u8]) -> Option<usize> {
+    b.windows(3).position(|w| w == [0, 0, 1]).map(|i| i + 3)
+}
+
+/// Index of the next start code's first zero byte.
+fn next_start(b: &[u8]) -> Option<usize> {
+    let i = b.windows(3).position(|w| w == [0, 0, 1])?;
+    Some(if i > 0 && b[i - 1] == 0 { i - 1 } else { i })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Size;
+    use crate::source::{FrameInfo, Pattern, Source};
+    use std::time::SystemTime;
+
+    #[test]
+    fn first_frame_is_an_idr_with_baseline_sps_and_keyint_holds() {
+        let settings = EncodeSettings {
+            size: Size::new(320, 240).unwrap(),
+            fps: 10,
+            keyint: 1.0,
+            ..Default::default()
+        };
+        let mut enc = Encoder::new(settings).unwrap();
+        let mut pat = Pattern::new(settings.size);
+        let mut frame = I420Frame::new(settings.size);
+        let mut keys = vec![];
+        for n in 0..25 {
+            pat.fill(&mut frame, FrameInfo { number: n, wall: SystemTime::now() }).unwrap();
+            let out = enc.encode(&frame).unwrap();
+            if out.keyframe {
+                keys.push(n);
+                let types: Vec<u8> = nal_units(out.annexb).map(|u| u[0] & 0x1f).collect();
+                assert_eq!(&types[..2], &[7, 8], "IDR must start with SPS, PPS: {types:?}");
+                let sps = nal_units(out.annexb).next().unwrap();
+                assert_eq!(sps[1], 0x42, "profile_idc must be Baseline");
+                assert!(sps[2] & 0x40 != 0, "constraint_set1 (constrained baseline)");
+            }
+        }
+        assert_eq!(keys, vec![0, 10, 20]);
+        assert_eq!(enc.frames(), 25);
+    }
+
+    #[test]
+    fn forced_keyframe_comes_next() {
+        let settings = EncodeSettings { size: Size::new(160, 120).unwrap(), ..Default::default() };
+        let mut enc = Encoder::new(settings).unwrap();
+        let frame = I420Frame::new(settings.size);
+        assert!(enc.encode(&frame).unwrap().keyframe);
+        assert!(!enc.encode(&frame).unwrap().keyframe);
+        enc.force_keyframe();
+        assert!(enc.encode(&frame).unwrap().keyframe);
+    }
+
+    #[test]
+    fn levels_follow_size() {
+        let mut s = EncodeSettings::default();
+        assert_eq!(profile_level_id(&s), "42e01f");
+        s.size = Size::new(1920, 1080).unwrap();
+        assert_eq!(profile_level_id(&s), "42e029");
+    }
+}

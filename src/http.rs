@@ -1,0 +1,275 @@
+//! Stage 5: **http** — the WHEP endpoints, the viewer page and the JSON API, on axum.
+//!
+//! | method + path              | what                                                    |
+//! |----------------------------|---------------------------------------------------------|
+//! | `GET /`                    | the viewer page (`web/index.html`, built in)            |
+//! | `POST /whep`               | SDP offer → `201` + SDP answer, `Location`, `ETag`      |
+//! | `OPTIONS /whep`            | `Accept-Post: application/sdp`, `Allow`                 |
+//! | `DELETE /whep/session/{id}`| ends the session → `200`                                |
+//! | `GET /api/streams`         | JSON: each stream's settings, viewers and counters      |
+//!
+//! Handlers are small; every failure becomes an [`HttpError`], and [`HttpError`] alone
+//! decides status codes and messages (plain text that says what to fix).
+
+use crate::whep::{Sessions, WhepError};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use std::sync::atomic::Ordering;
+use tower_http::cors::{Any, CorsLayer};
+
+/// Largest SDP offer accepted. Browser offers are 3-8 KiB; 64 KiB leaves room for many
+/// m-lines and candidates while keeping a flood of large bodies cheap to refuse.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+/// The viewer page, compiled into the binary so it works offline with no build step.
+pub const VIEWER_PAGE: &str = include_str!("../web/index.html");
+
+/// State shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub sessions: Sessions,
+}
+
+/// Builds the router for `state`.
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_MATCH])
+        .expose_headers([header::LOCATION, header::ETAG, header::LINK, accept_post()]);
+    Router::new()
+        .route("/", get(viewer_page))
+        .route("/view/{stream}", get(viewer_page))
+        .route("/api/streams", get(streams_json))
+        .route("/whep", endpoint(post_default))
+        .route("/whep/{stream}", endpoint(post_named))
+        .route(
+            "/whep/session/{id}",
+            MethodRouter::new()
+                .delete(delete_session)
+                .options(session_options)
+                .fallback(|| async { HttpError::MethodNotAllowed(SESSION_ALLOW) }),
+        )
+        .fallback(|| async { HttpError::NotFound })
+        .layer(cors)
+        .with_state(state)
+}
+
+const ENDPOINT_ALLOW: &str = "OPTIONS, POST";
+const SESSION_ALLOW: &str = "OPTIONS, DELETE";
+
+fn accept_post() -> header::HeaderName {
+    header::HeaderName::from_static("accept-post")
+}
+
+/// The WHEP endpoint's methods around a POST handler.
+fn endpoint<H, T>(post: H) -> MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    axum::routing::post(post)
+        .options(endpoint_options)
+        .fallback(|| async { HttpError::MethodNotAllowed(ENDPOINT_ALLOW) })
+}
+
+/// `POST /whep`: the first (default) stream.
+async fn post_default(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    let name = state.sessions.streams().first().map(|s| s.name.clone()).unwrap_or_default();
+    create_session(state, name, headers, body).await
+}
+
+/// `POST /whep/{stream}`.
+async fn post_named(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    create_session(state, stream, headers, body).await
+}
+
+async fn viewer_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        VIEWER_PAGE,
+    )
+}
+
+async fn endpoint_options() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [(header::ALLOW, ENDPOINT_ALLOW), (accept_post(), "application/sdp")],
+    )
+}
+
+async fn session_options() -> impl IntoResponse {
+    (StatusCode::NO_CONTENT, [(header::ALLOW, SESSION_ALLOW)])
+}
+
+/// `POST /whep[/{stream}]`: check the request, answer the offer.
+async fn create_session(
+    state: AppState,
+    stream: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    check_sdp_content_type(&headers)?;
+    let offer = read_body(&headers, body).await?;
+    let offer = String::from_utf8(offer.to_vec())
+        .map_err(|_| HttpError::BadRequest("the SDP offer is not UTF-8 text".into()))?;
+    let answer = state.sessions.create(&stream, offer).await?;
+    let location = format!("/whep/session/{}", answer.session_id);
+    let mut response = (StatusCode::CREATED, answer.sdp).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(header::LOCATION, header_value(&location)?);
+    h.insert(header::ETAG, header_value(&answer.etag)?);
+    Ok(response)
+}
+
+/// `DELETE /whep/session/{id}`.
+async fn delete_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
+    state.sessions.delete(&id).await?;
+    Ok((StatusCode::OK, "session ended\n").into_response())
+}
+
+/// `GET /api/streams`.
+async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
+    let streams: Vec<_> = state
+        .sessions
+        .streams()
+        .iter()
+        .map(|s| {
+            let st = s.feed.stats();
+            let cfg = s.feed.settings();
+            serde_json::json!({
+                "name": s.name,
+                "source": s.source,
+                "size": cfg.size.to_string(),
+                "width": cfg.size.width,
+                "height": cfg.size.height,
+                "fps": cfg.fps,
+                "bitrate": cfg.bitrate.bps(),
+                "keyint_seconds": cfg.keyint,
+                "viewers": s.viewers(),
+                "frames_encoded": st.frames_encoded.load(Ordering::Relaxed),
+                "frames_dropped": st.frames_dropped.load(Ordering::Relaxed),
+                "keyframes": st.keyframes.load(Ordering::Relaxed),
+                "forced_keyframes": st.forced_keyframes.load(Ordering::Relaxed),
+                "bytes_encoded": st.bytes_encoded.load(Ordering::Relaxed),
+                "encode_fps": st.current_fps_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+                "uptime_seconds": s.feed.uptime().as_secs_f64(),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "streams": streams,
+        "sessions": state.sessions.counts(),
+    }))
+}
+
+fn check_sdp_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/sdp") {
+        Ok(())
+    } else if ct.is_empty() {
+        Err(HttpError::UnsupportedMediaType("no Content-Type".into()))
+    } else {
+        Err(HttpError::UnsupportedMediaType(format!("Content-Type '{ct}'")))
+    }
+}
+
+/// Reads at most [`MAX_OFFER_BYTES`], refusing early when `Content-Length` says more.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, HttpError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_OFFER_BYTES as u64) {
+        return Err(HttpError::TooLarge);
+    }
+    axum::body::to_bytes(body, MAX_OFFER_BYTES)
+        .await
+        .map_err(|_| HttpError::TooLarge)
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, HttpError> {
+    HeaderValue::from_str(s).map_err(|e| HttpError::Internal(e.to_string()))
+}
+
+/// Every way an HTTP request can fail, and the one place that maps them to responses.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(transparent)]
+    Whep(#[from] WhepError),
+    #[error("{0} is not accepted here; send the offer with Content-Type: application/sdp")]
+    UnsupportedMediaType(String),
+    #[error("the body is larger than {MAX_OFFER_BYTES} bytes; an SDP offer is a few KiB")]
+    TooLarge,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("method not allowed here; allowed: {0}")]
+    MethodNotAllowed(&'static str),
+    #[error("nothing here; the WHEP endpoint is POST /whep and the viewer page is /")]
+    NotFound,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        use crate::rtc::OfferError;
+        let status = match &self {
+            HttpError::Whep(WhepError::Offer(OfferError::NoH264(_))) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            HttpError::Whep(WhepError::Offer(OfferError::NoVideo))
+            | HttpError::Whep(WhepError::Offer(OfferError::NotReceiving(_))) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            HttpError::Whep(WhepError::Offer(OfferError::Malformed(_))) => StatusCode::BAD_REQUEST,
+            HttpError::Whep(WhepError::UnknownSession(_))
+            | HttpError::Whep(WhepError::UnknownStream { .. }) => StatusCode::NOT_FOUND,
+            HttpError::Whep(WhepError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Whep(WhepError::Rtc(_)) | HttpError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+        };
+        if status.is_server_error() {
+            tracing::warn!("{status}: {self}");
+        } else {
+            tracing::debug!("{status}: {self}");
+        }
+        let mut response = (status, format!("{self}\n")).into_response();
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if let HttpError::MethodNotAllowed(allow) = self {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
