@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHEPCAST_LOG")
-                .unwrap_or_else(|_| "whepcast=info,warn".into()),
+                .unwrap_or_else(|_| "whepcast=info,error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
+use tokio::sync::{broadcast::error::RecvError, watch};
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -169,7 +169,7 @@ impl Sessions {
         // Refuse what we cannot serve before any socket is bound.
         let choice = rtc::choose_h264(&offer_sdp)?;
 
-        let (state_tx, state_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (gathered_tx, mut gathered_rx) = watch::channel(false);
         let handler = Arc::new(Handler {
             state_tx,
@@ -206,8 +206,8 @@ impl Sessions {
         tokio::spawn(send_media(
             stream.feed.clone(),
             track.clone(),
-            ssrc,
-            payload_type,
+            (ssrc, payload_type),
+            state_rx.clone(),
             cancel.clone(),
         ));
         tokio::spawn(forward_keyframe_requests(track, stream.feed.clone()));
@@ -331,13 +331,24 @@ async fn negotiate(
 }
 
 /// Sends the stream's packets to one viewer until cancelled or the connection is gone.
+///
+/// Starts only once the connection is up: packets written before DTLS has keyed SRTP are
+/// dropped, and losing the first IDR would cost the viewer a whole keyframe interval.
 async fn send_media(
     feed: Feed,
     track: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
-    payload_type: u8,
+    (ssrc, payload_type): (u32, u8),
+    mut state: watch::Receiver<RTCPeerConnectionState>,
     cancel: CancellationToken,
 ) {
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        up = state.wait_for(|s| *s == RTCPeerConnectionState::Connected) => {
+            if up.is_err() {
+                return;
+            }
+        }
+    }
     let mut frames = feed.subscribe();
     feed.request_keyframe();
     let mut seq: u16 = rand::random();
@@ -396,7 +407,7 @@ async fn forward_keyframe_requests(track: Arc<TrackLocalStaticRTP>, feed: Feed) 
 async fn supervise(
     sessions: Sessions,
     id: String,
-    mut states: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    mut states: watch::Receiver<RTCPeerConnectionState>,
     cancel: CancellationToken,
 ) {
     let mut deadline = Some(tokio::time::Instant::now() + CONNECT_TIMEOUT);
@@ -415,18 +426,23 @@ async fn supervise(
             } else {
                 "never connected"
             },
-            state = states.recv() => match state {
-                Some(RTCPeerConnectionState::Connected) => {
-                    ever_connected = true;
-                    deadline = None;
+            changed = states.changed() => {
+                if changed.is_err() {
+                    break "connection closed";
                 }
-                Some(RTCPeerConnectionState::Disconnected) => {
-                    deadline = Some(tokio::time::Instant::now() + DISCONNECT_GRACE);
+                match *states.borrow_and_update() {
+                    RTCPeerConnectionState::Connected => {
+                        ever_connected = true;
+                        deadline = None;
+                    }
+                    RTCPeerConnectionState::Disconnected => {
+                        deadline = Some(tokio::time::Instant::now() + DISCONNECT_GRACE);
+                    }
+                    RTCPeerConnectionState::Failed => break "connection failed",
+                    RTCPeerConnectionState::Closed => break "connection closed",
+                    _ => {}
                 }
-                Some(RTCPeerConnectionState::Failed) => break "connection failed",
-                Some(RTCPeerConnectionState::Closed) | None => break "connection closed",
-                Some(_) => {}
-            },
+            }
         }
     };
     sessions.close(&id, reason).await;
@@ -434,14 +450,14 @@ async fn supervise(
 
 /// Peer connection callbacks run on the connection's driver: only forward into channels.
 struct Handler {
-    state_tx: mpsc::UnboundedSender<RTCPeerConnectionState>,
+    state_tx: watch::Sender<RTCPeerConnectionState>,
     gathered_tx: watch::Sender<bool>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.state_tx.send(state);
+        self.state_tx.send_replace(state);
     }
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
