@@ -63,6 +63,8 @@ pub struct Stats {
 
 struct Shared {
     tx: broadcast::Sender<Arc<MediaFrame>>,
+    /// The pipeline thread, to wake it when a viewer arrives while it idles.
+    thread: std::sync::OnceLock<std::thread::Thread>,
     keyframe_wanted: AtomicBool,
     stop: AtomicBool,
     stats: Stats,
@@ -90,6 +92,7 @@ impl Broadcast {
         let (tx, _) = broadcast::channel(CHANNEL_FRAMES);
         let shared = Arc::new(Shared {
             tx,
+            thread: std::sync::OnceLock::new(),
             keyframe_wanted: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             stats: Stats::default(),
@@ -106,7 +109,8 @@ impl Broadcast {
         let thread = std::thread::Builder::new()
             .name("whepcast-pipeline".into())
             .spawn(move || pipeline.run())
-            .map_err(|e| EncodeError::OpenH264(openh264::Error::msg(&e.to_string())))?;
+            .map_err(EncodeError::Thread)?;
+        let _ = shared.thread.set(thread.thread().clone());
         Ok(Self {
             shared,
             thread: Some(thread),
@@ -124,6 +128,7 @@ impl Drop for Broadcast {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -138,6 +143,9 @@ impl Feed {
     /// Asks for an IDR soon. Requests are merged and rate-limited by the pipeline.
     pub fn request_keyframe(&self) {
         self.shared.keyframe_wanted.store(true, Ordering::Release);
+        if let Some(t) = self.shared.thread.get() {
+            t.unpark();
+        }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -167,25 +175,35 @@ impl Pipeline {
     fn run(mut self) {
         let interval = self.shared.settings.frame_interval();
         let start = self.shared.started;
+        let mut next_due = Instant::now();
         let mut slot: u64 = 0;
         let mut last_key: Option<Instant> = None;
         let mut idle = true;
         let (mut window_start, mut window_frames) = (Instant::now(), 0u64);
         while !self.shared.stop.load(Ordering::Acquire) {
-            let due = start + interval.mul_f64(slot as f64);
             let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            } else if now - due >= interval {
+            if now < next_due {
+                if idle && self.shared.tx.receiver_count() > 0 {
+                    // First viewer after a pause: its IDR now, not at the next tick.
+                    next_due = now;
+                } else {
+                    // Woken early by `request_keyframe` (unpark) or a spurious wakeup: re-check.
+                    std::thread::park_timeout(next_due - now);
+                    continue;
+                }
+            }
+            let late = now.saturating_duration_since(next_due);
+            if late >= interval {
                 // More than a whole frame late: skip the slots we missed instead of
                 // queueing them, so what viewers see stays current.
-                let behind = ((now - due).as_secs_f64() / interval.as_secs_f64()) as u64;
+                let behind = (late.as_secs_f64() / interval.as_secs_f64()) as u64;
                 self.shared.stats.frames_dropped.fetch_add(behind, Ordering::Relaxed);
                 slot += behind;
-                continue;
+                next_due += interval.mul_f64(behind as f64);
             }
             let number = slot;
             slot += 1;
+            next_due += interval;
             let since = window_start.elapsed();
             if since >= Duration::from_secs(1) {
                 let encoded = self.shared.stats.frames_encoded.load(Ordering::Relaxed);
@@ -230,6 +248,7 @@ impl Pipeline {
                 }
             };
             if media.keyframe {
+                tracing::debug!("keyframe {number} took {:?}", busy.elapsed());
                 last_key = Some(captured);
                 // Everyone subscribed now gets this IDR; earlier requests are answered.
                 self.shared.keyframe_wanted.store(false, Ordering::Release);

@@ -19,6 +19,8 @@ use openh264::OpenH264API;
 pub enum EncodeError {
     #[error("OpenH264: {0}")]
     OpenH264(#[from] openh264::Error),
+    #[error("cannot start the pipeline thread: {0}")]
+    Thread(std::io::Error),
     #[error("frame is {got} but the encoder was set up for {want}")]
     WrongSize {
         got: crate::config::Size,

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+    PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState,
     RTCSessionDescription,
 };
 
@@ -166,14 +166,17 @@ impl Sessions {
             return Err(WhepError::ShuttingDown);
         }
         let stream = self.stream(stream)?.clone();
+        let t0 = Instant::now();
         // Refuse what we cannot serve before any socket is bound.
         let choice = rtc::choose_h264(&offer_sdp)?;
 
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (gathered_tx, mut gathered_rx) = watch::channel(false);
+        let (ice_tx, ice_rx) = watch::channel(false);
         let handler = Arc::new(Handler {
             state_tx,
             gathered_tx,
+            ice_tx,
         });
         let pc = rtc::new_peer_connection(&self.inner.rtc, &choice, handler).await?;
         let setup = negotiate(&pc, &choice, offer_sdp, &stream.name, &mut gathered_rx).await;
@@ -195,6 +198,7 @@ impl Sessions {
             created: Instant::now(),
         });
         lock(&self.inner.map).insert(id.clone(), session.clone());
+        tracing::debug!(session = %short(&id), "answered in {:?}", t0.elapsed());
         lock(&self.inner.counts).created += 1;
         let watching = stream.viewers.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(
@@ -207,7 +211,7 @@ impl Sessions {
             stream.feed.clone(),
             track.clone(),
             (ssrc, payload_type),
-            state_rx.clone(),
+            (state_rx.clone(), ice_rx, t0),
             cancel.clone(),
         ));
         tokio::spawn(forward_keyframe_requests(track, stream.feed.clone()));
@@ -338,9 +342,18 @@ async fn send_media(
     feed: Feed,
     track: Arc<TrackLocalStaticRTP>,
     (ssrc, payload_type): (u32, u8),
-    mut state: watch::Receiver<RTCPeerConnectionState>,
+    (mut state, ice, t0): (watch::Receiver<RTCPeerConnectionState>, watch::Receiver<bool>, Instant),
     cancel: CancellationToken,
 ) {
+    // Ask for the IDR as soon as ICE is up, so encoding it overlaps the DTLS handshake; the
+    // frames wait in this viewer's receiver until SRTP is keyed.
+    let mut ice = ice;
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        up = ice.wait_for(|up| *up) => if up.is_err() { return },
+    }
+    let mut frames = feed.subscribe();
+    feed.request_keyframe();
     tokio::select! {
         _ = cancel.cancelled() => return,
         up = state.wait_for(|s| *s == RTCPeerConnectionState::Connected) => {
@@ -349,8 +362,7 @@ async fn send_media(
             }
         }
     }
-    let mut frames = feed.subscribe();
-    feed.request_keyframe();
+    tracing::debug!("connected {:?} after the offer", t0.elapsed());
     let mut seq: u16 = rand::random();
     // A decoder can only start at an IDR; until one arrives, P-frames are useless to it.
     let mut need_keyframe = true;
@@ -374,6 +386,7 @@ async fn send_media(
                 continue;
             }
             need_keyframe = false;
+            tracing::debug!("keyframe {} going out {:?} after the offer", frame.number, t0.elapsed());
         }
         for shared in &frame.packets {
             let mut packet = shared.clone();
@@ -452,12 +465,19 @@ async fn supervise(
 struct Handler {
     state_tx: watch::Sender<RTCPeerConnectionState>,
     gathered_tx: watch::Sender<bool>,
+    /// Set once ICE has connected (before DTLS).
+    ice_tx: watch::Sender<bool>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.state_tx.send_replace(state);
+    }
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
+            self.ice_tx.send_replace(true);
+        }
     }
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
