@@ -51,11 +51,11 @@ pub fn router(state: AppState) -> Router {
             "/whep/session/{id}",
             MethodRouter::new()
                 .delete(delete_session)
-                .options(session_options)
                 .fallback(|| async { HttpError::MethodNotAllowed(SESSION_ALLOW) }),
         )
         .fallback(|| async { HttpError::NotFound })
         .layer(cors)
+        .layer(axum::middleware::from_fn(options_headers))
         .with_state(state)
 }
 
@@ -73,7 +73,6 @@ where
     T: 'static,
 {
     axum::routing::post(post)
-        .options(endpoint_options)
         .fallback(|| async { HttpError::MethodNotAllowed(ENDPOINT_ALLOW) })
 }
 
@@ -104,15 +103,22 @@ async fn viewer_page() -> impl IntoResponse {
     )
 }
 
-async fn endpoint_options() -> impl IntoResponse {
-    (
-        StatusCode::NO_CONTENT,
-        [(header::ALLOW, ENDPOINT_ALLOW), (accept_post(), "application/sdp")],
-    )
-}
-
-async fn session_options() -> impl IntoResponse {
-    (StatusCode::NO_CONTENT, [(header::ALLOW, SESSION_ALLOW)])
+/// `OPTIONS` is answered by the CORS layer (it treats every OPTIONS as a preflight); this
+/// adds what WHEP clients look for on it: `Accept-Post` on the endpoint, `Allow` everywhere.
+async fn options_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() != Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_owned();
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    if path.starts_with("/whep/session/") {
+        h.insert(header::ALLOW, HeaderValue::from_static(SESSION_ALLOW));
+    } else if path == "/whep" || path.starts_with("/whep/") {
+        h.insert(header::ALLOW, HeaderValue::from_static(ENDPOINT_ALLOW));
+        h.insert(accept_post(), HeaderValue::from_static("application/sdp"));
+    }
+    res
 }
 
 /// `POST /whep[/{stream}]`: check the request, answer the offer.

@@ -1,0 +1,336 @@
+//! Test support: a whepcast server in-process on an ephemeral port, and a real WebRTC
+//! viewer (webrtc-rs) that speaks WHEP over HTTP, depacketizes the H.264 it receives and
+//! decodes it with OpenH264, reading back the frame number the pattern draws.
+
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCSessionDescription, SettingEngineBuilder,
+};
+use whepcast::config::{Bitrate, EncodeSettings, Size};
+use whepcast::rtc::RtcConfig;
+use whepcast::server::{ServeConfig, Server, StreamConfig};
+use whepcast::source::{Barcode, SourceSpec};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A server running in this process until dropped.
+pub struct TestServer {
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    pub done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(size: &str, fps: u32, keyint: f32) -> Self {
+        let settings = EncodeSettings {
+            size: size.parse::<Size>().unwrap(),
+            fps,
+            bitrate: Bitrate(1_500_000),
+            keyint,
+        };
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            streams: vec![StreamConfig {
+                name: "main".into(),
+                source: SourceSpec::Pattern,
+                settings,
+            }],
+            rtc: RtcConfig::for_listen_ip("127.0.0.1".parse().unwrap()),
+        };
+        let server = Server::bind(config).await.expect("server starts");
+        let addr = server.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        Self {
+            base: format!("http://{addr}"),
+            stop: Some(tx),
+            done: Some(done),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `GET /api/streams`, parsed.
+    pub async fn api(&self) -> serde_json::Value {
+        let text = reqwest::get(self.url("/api/streams")).await.unwrap().text().await.unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn active_sessions(&self) -> u64 {
+        self.api().await["sessions"]["active"].as_u64().unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = tokio::time::timeout(WAIT, done).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// What a viewer has decoded so far.
+#[derive(Default, Debug, Clone)]
+pub struct Decoded {
+    pub frames: u64,
+    pub size: Option<(usize, usize)>,
+    /// Frame numbers read from the pattern's barcode, in decode order.
+    pub numbers: Vec<u32>,
+    pub first_frame_at: Option<Instant>,
+    pub rtp_packets: u64,
+}
+
+struct ClientHandler {
+    gathered: watch::Sender<bool>,
+    track: Mutex<Option<oneshot::Sender<Arc<dyn TrackRemote>>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ClientHandler {
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if let Some(tx) = self.track.lock().unwrap().take() {
+            let _ = tx.send(track);
+        }
+    }
+}
+
+/// A WHEP viewer built on webrtc-rs.
+pub struct Viewer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub location: String,
+    pub etag: Option<String>,
+    pub decoded: watch::Receiver<Decoded>,
+    pub started: Instant,
+    track: Arc<Mutex<Option<Arc<dyn TrackRemote>>>>,
+}
+
+/// Builds the client-side peer connection and its recvonly offer.
+pub async fn offer() -> (Arc<dyn PeerConnection>, String, oneshot::Receiver<Arc<dyn TrackRemote>>) {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_H264.to_string(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line:
+                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                            .into(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 102,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )
+        .unwrap();
+    let registry = rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors(
+        rtc::interceptor::Registry::new(),
+        &mut media,
+    )
+    .unwrap();
+    let (gathered_tx, mut gathered_rx) = watch::channel(false);
+    let (track_tx, track_rx) = oneshot::channel();
+    let handler = Arc::new(ClientHandler {
+        gathered: gathered_tx,
+        track: Mutex::new(Some(track_tx)),
+    });
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+        .build()
+        .await
+        .unwrap();
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    pc.add_transceiver_from_kind(
+        RtpCodecKind::Video,
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Recvonly,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let offer = pc.create_offer(None).await.unwrap();
+    pc.set_local_description(offer).await.unwrap();
+    let _ = tokio::time::timeout(WAIT, gathered_rx.wait_for(|d| *d)).await;
+    let sdp = pc.local_description().await.unwrap().sdp;
+    (pc, sdp, track_rx)
+}
+
+impl Viewer {
+    /// Connects to `endpoint` (full URL) and starts decoding.
+    pub async fn connect(endpoint: &str) -> Viewer {
+        let (pc, sdp, track_rx) = offer().await;
+        let started = Instant::now();
+        let res = reqwest::Client::new()
+            .post(endpoint)
+            .header("Content-Type", "application/sdp")
+            .body(sdp)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "POST {endpoint}");
+        assert_eq!(res.headers()["content-type"], "application/sdp");
+        let location = res.headers()["location"].to_str().unwrap().to_string();
+        let etag = res.headers().get("etag").map(|v| v.to_str().unwrap().to_string());
+        let answer = res.text().await.unwrap();
+        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+            .await
+            .unwrap();
+
+        let (dec_tx, dec_rx) = watch::channel(Decoded::default());
+        let track_slot = Arc::new(Mutex::new(None));
+        let slot = track_slot.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(track)) = tokio::time::timeout(WAIT, track_rx).await else {
+                return;
+            };
+            *slot.lock().unwrap() = Some(track.clone());
+            receive(track, dec_tx).await;
+        });
+        Viewer {
+            pc,
+            location,
+            etag,
+            decoded: dec_rx,
+            started,
+            track: track_slot,
+        }
+    }
+
+    /// Waits until `pred` holds for what was decoded, or panics after [`WAIT`].
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Decoded) -> bool) -> Decoded {
+        let got = match tokio::time::timeout(WAIT, self.decoded.wait_for(|d| pred(d))).await {
+            Ok(Ok(d)) => Some(d.clone()),
+            _ => None,
+        };
+        got.unwrap_or_else(|| {
+            panic!("viewer never got {what}; decoded so far: {:?}", *self.decoded.borrow())
+        })
+    }
+
+    /// Sends a Picture Loss Indication to the server.
+    pub async fn send_pli(&self) {
+        let track = self.track.lock().unwrap().clone().expect("track arrived");
+        let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })])
+            .await
+            .unwrap();
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// Depacketizes RTP into access units and decodes them.
+async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>) {
+    let mut depack = H264Packet::default();
+    let mut decoder = openh264::decoder::Decoder::new().unwrap();
+    let mut au: Vec<u8> = Vec::new();
+    let mut state = Decoded::default();
+    let mut size = None;
+    while let Some(ev) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+            continue;
+        };
+        state.rtp_packets += 1;
+        if let Ok(bytes) = depack.depacketize(&pkt.payload) {
+            au.extend_from_slice(&bytes);
+        }
+        if !pkt.header.marker {
+            continue;
+        }
+        if let Ok(Some(yuv)) = decoder.decode(&au) {
+            use openh264::formats::YUVSource;
+            let (w, h) = yuv.dimensions();
+            let stride = yuv.strides().0;
+            size.get_or_insert(Barcode::for_size(Size::new(w as u32, h as u32).unwrap()));
+            if let Some(Some(code)) = size {
+                if let Some((n, _ms)) = code.read(yuv.y(), stride) {
+                    state.numbers.push(n);
+                }
+            }
+            state.frames += 1;
+            state.size = Some((w, h));
+            state.first_frame_at.get_or_insert_with(Instant::now);
+            out.send_replace(state.clone());
+        }
+        au.clear();
+    }
+}
+
+/// Raw POST to the WHEP endpoint: (status, headers, body).
+pub async fn post(url: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new().post(url).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, headers, res.text().await.unwrap())
+}
+
+/// Polls `f` every 100 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
