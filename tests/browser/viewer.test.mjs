@@ -1,0 +1,70 @@
+// The project's viewer page in real headless Chromium against the real server: it must
+// decode and play the test pattern, and what it shows must be the pattern.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { PNG } from "pngjs";
+import { startServer, launchBrowser, waitInPage } from "./harness.mjs";
+
+// 75 % colour bars, left to right (src/source/pattern.rs BARS).
+const BARS = [[191, 191, 191], [191, 191, 0], [0, 191, 191], [0, 191, 0], [191, 0, 191], [191, 0, 0], [0, 0, 191]];
+
+function pixel(png, x, y) {
+  const i = (png.width * y + x) * 4;
+  return [png.data[i], png.data[i + 1], png.data[i + 2]];
+}
+
+test("viewer page plays the pattern: 60+ decoded frames, bars visible, picture moves", async () => {
+  const server = await startServer(["--size", "1280x720", "--fps", "30"]);
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(server.url + "/");
+    const state = await waitInPage(page, () => window.whepcast.framesDecoded >= 60 && window.whepcast);
+    assert.equal(state.width, 1280);
+    assert.equal(state.height, 720);
+    assert.ok(state.ttffMs > 0, "time to first frame measured");
+
+    const shot = PNG.sync.read(await page.screenshot());
+    assert.equal(shot.width, 1280);
+    // Sample the middle of each bar below the overlay.
+    BARS.forEach((want, i) => {
+      const x = Math.round((i + 0.5) * 1280 / 7);
+      const got = pixel(shot, x, 200);
+      for (let c = 0; c < 3; c++) {
+        assert.ok(Math.abs(got[c] - want[c]) <= 30, `bar ${i} at x=${x}: got ${got}, want ${want}`);
+      }
+    });
+    // The lower half (box, counter, clock) changes between two screenshots.
+    await page.waitForTimeout(300);
+    const later = PNG.sync.read(await page.screenshot());
+    let changed = 0;
+    for (let y = 380; y < 700; y += 4) for (let x = 0; x < 1280; x += 4) {
+      if (Math.abs(pixel(shot, x, y)[0] - pixel(later, x, y)[0]) > 40) changed++;
+    }
+    assert.ok(changed > 100, `only ${changed} sampled pixels changed: the picture is not moving`);
+  } finally {
+    await browser.close();
+    assert.equal(await server.stop(), 0, "server exits 0 on SIGTERM");
+  }
+});
+
+test("viewer page reconnects by itself when the server restarts", async () => {
+  let server = await startServer(["--size", "640x360"]);
+  const listen = new URL(server.url).host;
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(server.url + "/");
+    await waitInPage(page, () => window.whepcast.framesDecoded >= 10);
+    assert.equal(await server.stop(), 0);
+    await waitInPage(page, () => !window.whepcast.connected, null, 30000);
+    server = await startServer(["--size", "640x360"], listen);
+    const state = await waitInPage(page,
+      () => window.whepcast.connected && window.whepcast.attempts >= 2 && window.whepcast.framesDecoded >= 10 && window.whepcast,
+      null, 30000);
+    assert.ok(state.attempts >= 2);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
