@@ -197,7 +197,10 @@ impl Pipeline {
                 // More than a whole frame late: skip the slots we missed instead of
                 // queueing them, so what viewers see stays current.
                 let behind = (late.as_secs_f64() / interval.as_secs_f64()) as u64;
-                self.shared.stats.frames_dropped.fetch_add(behind, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .frames_dropped
+                    .fetch_add(behind, Ordering::Relaxed);
                 slot += behind;
                 next_due += interval.mul_f64(behind as f64);
             }
@@ -208,7 +211,10 @@ impl Pipeline {
             if since >= Duration::from_secs(1) {
                 let encoded = self.shared.stats.frames_encoded.load(Ordering::Relaxed);
                 let fps_milli = (encoded - window_frames) * 1_000_000 / since.as_millis() as u64;
-                self.shared.stats.current_fps_milli.store(fps_milli, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .current_fps_milli
+                    .store(fps_milli, Ordering::Relaxed);
                 (window_start, window_frames) = (Instant::now(), encoded);
             }
 
@@ -238,7 +244,10 @@ impl Pipeline {
                 && self.shared.keyframe_wanted.swap(false, Ordering::AcqRel)
             {
                 self.encoder.force_keyframe();
-                self.shared.stats.forced_keyframes.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .forced_keyframes
+                    .fetch_add(1, Ordering::Relaxed);
             }
             let media = match self.encode(number, captured, start) {
                 Ok(m) => m,
@@ -254,7 +263,9 @@ impl Pipeline {
                 self.shared.keyframe_wanted.store(false, Ordering::Release);
             }
             let stats = &self.shared.stats;
-            stats.busy_us.fetch_add(busy.elapsed().as_micros() as u64, Ordering::Relaxed);
+            stats
+                .busy_us
+                .fetch_add(busy.elapsed().as_micros() as u64, Ordering::Relaxed);
             // Err only means nobody is subscribed right now.
             let _ = self.shared.tx.send(Arc::new(media));
         }
@@ -272,7 +283,9 @@ impl Pipeline {
         let keyframe = out.keyframe;
         let stats = &self.shared.stats;
         stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
-        stats.bytes_encoded.fetch_add(out.annexb.len() as u64, Ordering::Relaxed);
+        stats
+            .bytes_encoded
+            .fetch_add(out.annexb.len() as u64, Ordering::Relaxed);
         if keyframe {
             stats.keyframes.fetch_add(1, Ordering::Relaxed);
         }

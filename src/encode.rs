@@ -63,7 +63,8 @@ impl Encoder {
             // Same ids on every IDR: a viewer who joins late needs nothing it has not seen.
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
             .num_threads(1);
-        let inner = openh264::encoder::Encoder::with_api_config(OpenH264API::from_source(), config)?;
+        let inner =
+            openh264::encoder::Encoder::with_api_config(OpenH264API::from_source(), config)?;
         Ok(Self {
             inner,
             settings,
@@ -180,12 +181,23 @@ mod tests {
         let mut frame = I420Frame::new(settings.size);
         let mut keys = vec![];
         for n in 0..25 {
-            pat.fill(&mut frame, FrameInfo { number: n, wall: SystemTime::now() }).unwrap();
+            pat.fill(
+                &mut frame,
+                FrameInfo {
+                    number: n,
+                    wall: SystemTime::now(),
+                },
+            )
+            .unwrap();
             let out = enc.encode(&frame).unwrap();
             if out.keyframe {
                 keys.push(n);
                 let types: Vec<u8> = nal_units(out.annexb).map(|u| u[0] & 0x1f).collect();
-                assert_eq!(&types[..2], &[7, 8], "IDR must start with SPS, PPS: {types:?}");
+                assert_eq!(
+                    &types[..2],
+                    &[7, 8],
+                    "IDR must start with SPS, PPS: {types:?}"
+                );
                 let sps = nal_units(out.annexb).next().unwrap();
                 assert_eq!(sps[1], 0x42, "profile_idc must be Baseline");
                 assert!(sps[2] & 0x40 != 0, "constraint_set1 (constrained baseline)");
@@ -197,7 +209,10 @@ mod tests {
 
     #[test]
     fn forced_keyframe_comes_next() {
-        let settings = EncodeSettings { size: Size::new(160, 120).unwrap(), ..Default::default() };
+        let settings = EncodeSettings {
+            size: Size::new(160, 120).unwrap(),
+            ..Default::default()
+        };
         let mut enc = Encoder::new(settings).unwrap();
         let frame = I420Frame::new(settings.size);
         assert!(enc.encode(&frame).unwrap().keyframe);

@@ -38,8 +38,18 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_MATCH])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_MATCH,
+        ])
         .expose_headers([header::LOCATION, header::ETAG, header::LINK, accept_post()]);
     Router::new()
         .route("/", get(viewer_page))
@@ -72,8 +82,7 @@ where
     H: axum::handler::Handler<T, AppState>,
     T: 'static,
 {
-    axum::routing::post(post)
-        .fallback(|| async { HttpError::MethodNotAllowed(ENDPOINT_ALLOW) })
+    axum::routing::post(post).fallback(|| async { HttpError::MethodNotAllowed(ENDPOINT_ALLOW) })
 }
 
 /// `POST /whep`: the first (default) stream.
@@ -82,7 +91,12 @@ async fn post_default(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    let name = state.sessions.streams().first().map(|s| s.name.clone()).unwrap_or_default();
+    let name = state
+        .sessions
+        .streams()
+        .first()
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
     create_session(state, name, headers, body).await
 }
 
@@ -98,7 +112,10 @@ async fn post_named(
 
 async fn viewer_page() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         VIEWER_PAGE,
     )
 }
@@ -136,7 +153,10 @@ async fn create_session(
     let location = format!("/whep/session/{}", answer.session_id);
     let mut response = (StatusCode::CREATED, answer.sdp).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     h.insert(header::LOCATION, header_value(&location)?);
     h.insert(header::ETAG, header_value(&answer.etag)?);
     Ok(response)
@@ -197,7 +217,9 @@ fn check_sdp_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
     } else if ct.is_empty() {
         Err(HttpError::UnsupportedMediaType("no Content-Type".into()))
     } else {
-        Err(HttpError::UnsupportedMediaType(format!("Content-Type '{ct}'")))
+        Err(HttpError::UnsupportedMediaType(format!(
+            "Content-Type '{ct}'"
+        )))
     }
 }
 
@@ -269,7 +291,10 @@ impl IntoResponse for HttpError {
         }
         let mut response = (status, format!("{self}\n")).into_response();
         let h = response.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if let HttpError::MethodNotAllowed(allow) = self {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }

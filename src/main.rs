@@ -53,7 +53,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -99,9 +102,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(
         "serving {} {} at {} fps, {} (keyframe every {}s)",
-        args.source, args.size, args.fps, args.bitrate, args.keyint
+        args.source,
+        args.size,
+        args.fps,
+        args.bitrate,
+        args.keyint
     );
-    println!("whepcast: open http://{host}:{}/ to watch (WHEP endpoint: /whep)", addr.port());
+    println!(
+        "whepcast: open http://{host}:{}/ to watch (WHEP endpoint: /whep)",
+        addr.port()
+    );
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -19,7 +19,10 @@ pub enum ServeError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
     #[error("cannot listen on {addr}: {err}")]
-    Bind { addr: SocketAddr, err: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
     #[error("HTTP server: {0}")]
@@ -77,7 +80,9 @@ impl Server {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
     }
 
     pub fn sessions(&self) -> &Sessions {
@@ -85,7 +90,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then closes every session.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let app = http::router(AppState {
             sessions: self.sessions.clone(),
         });

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState,
-    RTCSessionDescription,
+    PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCIceGatheringState,
+    RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use ::rtc as rtc_core;
@@ -324,7 +324,11 @@ async fn negotiate(
         .codecs
         .first()
         .ok_or_else(|| OfferError::NoH264("no codec was negotiated".into()))?;
-    if !codec.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1") {
+    if !codec
+        .rtp_codec
+        .sdp_fmtp_line
+        .contains("packetization-mode=1")
+    {
         return Err(OfferError::NoH264(format!(
             "negotiated '{}' instead",
             codec.rtp_codec.sdp_fmtp_line
@@ -342,7 +346,11 @@ async fn send_media(
     feed: Feed,
     track: Arc<TrackLocalStaticRTP>,
     (ssrc, payload_type): (u32, u8),
-    (mut state, ice, t0): (watch::Receiver<RTCPeerConnectionState>, watch::Receiver<bool>, Instant),
+    (mut state, ice, t0): (
+        watch::Receiver<RTCPeerConnectionState>,
+        watch::Receiver<bool>,
+        Instant,
+    ),
     cancel: CancellationToken,
 ) {
     // Ask for the IDR as soon as ICE is up, so encoding it overlaps the DTLS handshake; the
@@ -386,7 +394,11 @@ async fn send_media(
                 continue;
             }
             need_keyframe = false;
-            tracing::debug!("keyframe {} going out {:?} after the offer", frame.number, t0.elapsed());
+            tracing::debug!(
+                "keyframe {} going out {:?} after the offer",
+                frame.number,
+                t0.elapsed()
+            );
         }
         for shared in &frame.packets {
             let mut packet = shared.clone();
@@ -475,7 +487,10 @@ impl PeerConnectionEventHandler for Handler {
         self.state_tx.send_replace(state);
     }
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
-        if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
+        if matches!(
+            state,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        ) {
             self.ice_tx.send_replace(true);
         }
     }

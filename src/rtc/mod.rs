@@ -99,8 +99,10 @@ pub async fn new_peer_connection(
         RtpCodecKind::Video,
     );
     // NACK responder (retransmit what a viewer lost) + sender reports; then our PLI/FIR tap.
-    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media))
-        .with(Slot::from(keyframe::SLOT), keyframe::KeyframeRequests::default());
+    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media)).with(
+        Slot::from(keyframe::SLOT),
+        keyframe::KeyframeRequests::default(),
+    );
 
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)

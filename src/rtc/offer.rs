@@ -15,7 +15,9 @@ pub enum OfferError {
     Malformed(String),
     #[error("the offer has no video section (m=video); WHEP viewers must offer to receive video")]
     NoVideo,
-    #[error("the offer's video section is {0}; it must be recvonly or sendrecv to receive the stream")]
+    #[error(
+        "the offer's video section is {0}; it must be recvonly or sendrecv to receive the stream"
+    )]
     NotReceiving(String),
     #[error(
         "the offer has no usable H.264: whepcast sends H.264 Constrained Baseline \
@@ -42,7 +44,10 @@ pub fn choose_h264(sdp: &str) -> Result<H264Choice, OfferError> {
         return Err(OfferError::Malformed("no m= sections".into()));
     }
     let fingerprint = desc.attribute("fingerprint").is_some()
-        || desc.media_descriptions.iter().any(|m| m.has_attribute("fingerprint"));
+        || desc
+            .media_descriptions
+            .iter()
+            .any(|m| m.has_attribute("fingerprint"));
     if !fingerprint {
         return Err(OfferError::Malformed(
             "no a=fingerprint (DTLS); send the browser's complete offer".into(),
@@ -93,11 +98,17 @@ pub fn choose_h264(sdp: &str) -> Result<H264Choice, OfferError> {
     }
     match best {
         Some((_, choice)) => Ok(choice),
-        None if seen.is_empty() => Err(OfferError::NoH264("the offer lists no H.264 at all".into())),
+        None if seen.is_empty() => {
+            Err(OfferError::NoH264("the offer lists no H.264 at all".into()))
+        }
         None => Err(OfferError::NoH264(format!(
             "the offer's H.264 formats were: {}",
             seen.iter()
-                .map(|f| if f.is_empty() { "(no fmtp)".to_string() } else { f.clone() })
+                .map(|f| if f.is_empty() {
+                    "(no fmtp)".to_string()
+                } else {
+                    f.clone()
+                })
                 .collect::<Vec<_>>()
                 .join(" | ")
         ))),
@@ -169,7 +180,8 @@ mod tests {
     fn refuses_high_only_and_mode_0_and_vp8() {
         let high = offer("a=recvonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=640c1f\r\n");
         assert!(matches!(choose_h264(&high), Err(OfferError::NoH264(m)) if m.contains("640c1f")));
-        let mode0 = offer("a=recvonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 profile-level-id=42e01f\r\n");
+        let mode0 =
+            offer("a=recvonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 profile-level-id=42e01f\r\n");
         assert!(matches!(choose_h264(&mode0), Err(OfferError::NoH264(_))));
         let vp8 = offer("a=recvonly\r\na=rtpmap:96 VP8/90000\r\n");
         assert!(matches!(choose_h264(&vp8), Err(OfferError::NoH264(m)) if m.contains("no H.264")));
@@ -177,11 +189,20 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_sendonly() {
-        assert!(matches!(choose_h264("hello"), Err(OfferError::Malformed(_))));
+        assert!(matches!(
+            choose_h264("hello"),
+            Err(OfferError::Malformed(_))
+        ));
         assert!(matches!(choose_h264(""), Err(OfferError::Malformed(_))));
         let s = offer("a=sendonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n");
-        assert_eq!(choose_h264(&s), Err(OfferError::NotReceiving("sendonly".into())));
+        assert_eq!(
+            choose_h264(&s),
+            Err(OfferError::NotReceiving("sendonly".into()))
+        );
         let truncated = &offer("a=recvonly\r\n")[..60];
-        assert!(matches!(choose_h264(truncated), Err(OfferError::Malformed(_))));
+        assert!(matches!(
+            choose_h264(truncated),
+            Err(OfferError::Malformed(_))
+        ));
     }
 }

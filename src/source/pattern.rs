@@ -337,11 +337,14 @@ mod tests {
         p.fill(&mut f, info(0)).unwrap();
         let (y, u, v) = f.planes();
         for (i, rgb) in BARS.iter().enumerate() {
-            let x = (i * 1280 / 7 + 1280 / 14) as usize;
+            let x = i * 1280 / 7 + 1280 / 14;
             let want = rgb_to_yuv(*rgb);
             let got = [y[100 * 1280 + x], u[50 * 640 + x / 2], v[50 * 640 + x / 2]];
             for c in 0..3 {
-                assert!(want[c].abs_diff(got[c]) <= 3, "bar {i}: {got:?} vs {want:?}");
+                assert!(
+                    want[c].abs_diff(got[c]) <= 3,
+                    "bar {i}: {got:?} vs {want:?}"
+                );
             }
         }
     }

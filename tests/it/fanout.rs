@@ -13,9 +13,15 @@ async fn eight_viewers_get_moving_video_from_one_encode() {
         viewers.push(Viewer::connect(&server.url("/whep")).await);
     }
     for (i, v) in viewers.iter_mut().enumerate() {
-        let d = v.wait_for(&format!("viewer {i}: 30 frames"), |d| d.numbers.len() >= 30).await;
+        let d = v
+            .wait_for(&format!("viewer {i}: 30 frames"), |d| d.numbers.len() >= 30)
+            .await;
         let distinct: std::collections::BTreeSet<_> = d.numbers.iter().collect();
-        assert!(distinct.len() >= 25, "viewer {i} sees a still picture: {:?}", d.numbers);
+        assert!(
+            distinct.len() >= 25,
+            "viewer {i} sees a still picture: {:?}",
+            d.numbers
+        );
     }
     let api = server.api().await;
     let stream = &api["streams"][0];
@@ -24,7 +30,10 @@ async fn eight_viewers_get_moving_video_from_one_encode() {
     // One encode for everyone: never more frames than the clock allowed (8 encodes per
     // frame would be ~8x this).
     let allowed = (t0.elapsed().as_secs_f64() * fps as f64 * 1.1) as u64 + 5;
-    assert!(encoded <= allowed, "encoded {encoded} frames, clock allows {allowed}");
+    assert!(
+        encoded <= allowed,
+        "encoded {encoded} frames, clock allows {allowed}"
+    );
     for v in &viewers {
         v.close().await;
     }

@@ -22,13 +22,22 @@ async fn vanished_and_never_connected_viewers_are_reaped_within_10s() {
 
     let t = Instant::now();
     gone.close().await;
-    let reaped = eventually(Duration::from_secs(12), || async { server.active_sessions().await == 1 }).await;
+    let reaped = eventually(Duration::from_secs(12), || async {
+        server.active_sessions().await == 1
+    })
+    .await;
     assert!(reaped, "sessions left: {}", server.active_sessions().await);
-    assert!(t.elapsed() <= Duration::from_secs(11), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() <= Duration::from_secs(11),
+        "took {:?}",
+        t.elapsed()
+    );
 
     // The viewer that stayed is unaffected.
     let before = watching.decoded.borrow().frames;
-    watching.wait_for("more frames", |d| d.frames >= before + 10).await;
+    watching
+        .wait_for("more frames", |d| d.frames >= before + 10)
+        .await;
     watching.close().await;
     server.stop().await;
 }
@@ -42,7 +51,9 @@ async fn sigterm_closes_sessions_and_exits_zero() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -59,12 +70,18 @@ async fn sigterm_closes_sessions_and_exits_zero() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "still running after SIGTERM");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "still running after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("viewer left"), "session closed on shutdown: {stderr}");
+    assert!(
+        stderr.contains("viewer left"),
+        "session closed on shutdown: {stderr}"
+    );
     viewer.close().await;
 }

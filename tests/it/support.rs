@@ -8,7 +8,6 @@ use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -72,7 +71,12 @@ impl TestServer {
 
     /// `GET /api/streams`, parsed.
     pub async fn api(&self) -> serde_json::Value {
-        let text = reqwest::get(self.url("/api/streams")).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(self.url("/api/streams"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -139,7 +143,11 @@ pub struct Viewer {
 }
 
 /// Builds the client-side peer connection and its recvonly offer.
-pub async fn offer() -> (Arc<dyn PeerConnection>, String, oneshot::Receiver<Arc<dyn TrackRemote>>) {
+pub async fn offer() -> (
+    Arc<dyn PeerConnection>,
+    String,
+    oneshot::Receiver<Arc<dyn TrackRemote>>,
+) {
     let mut media = MediaEngine::default();
     media
         .register_codec(
@@ -159,11 +167,12 @@ pub async fn offer() -> (Arc<dyn PeerConnection>, String, oneshot::Receiver<Arc<
             RtpCodecKind::Video,
         )
         .unwrap();
-    let registry = rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors(
-        rtc::interceptor::Registry::new(),
-        &mut media,
-    )
-    .unwrap();
+    let registry =
+        rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors(
+            rtc::interceptor::Registry::new(),
+            &mut media,
+        )
+        .unwrap();
     let (gathered_tx, mut gathered_rx) = watch::channel(false);
     let (track_tx, track_rx) = oneshot::channel();
     let handler = Arc::new(ClientHandler {
@@ -215,7 +224,10 @@ impl Viewer {
         assert_eq!(res.status(), 201, "POST {endpoint}");
         assert_eq!(res.headers()["content-type"], "application/sdp");
         let location = res.headers()["location"].to_str().unwrap().to_string();
-        let etag = res.headers().get("etag").map(|v| v.to_str().unwrap().to_string());
+        let etag = res
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string());
         let answer = res.text().await.unwrap();
         pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
             .await
@@ -248,7 +260,10 @@ impl Viewer {
             _ => None,
         };
         got.unwrap_or_else(|| {
-            panic!("viewer never got {what}; decoded so far: {:?}", *self.decoded.borrow())
+            panic!(
+                "viewer never got {what}; decoded so far: {:?}",
+                *self.decoded.borrow()
+            )
         })
     }
 
@@ -308,7 +323,11 @@ async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>) {
 }
 
 /// Raw POST to the WHEP endpoint: (status, headers, body).
-pub async fn post(url: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, reqwest::header::HeaderMap, String) {
+pub async fn post(
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, String) {
     let mut req = reqwest::Client::new().post(url).body(body);
     if let Some(ct) = content_type {
         req = req.header("Content-Type", ct);

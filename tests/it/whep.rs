@@ -7,22 +7,43 @@ use std::time::Duration;
 async fn viewer_decodes_moving_pattern_then_delete_ends_session() {
     let server = TestServer::start("640x360", 30, 2.0).await;
     let mut viewer = Viewer::connect(&server.url("/whep")).await;
-    assert!(viewer.location.starts_with("/whep/session/"), "{}", viewer.location);
-    assert!(viewer.location.len() >= "/whep/session/".len() + 32, "session id must be unguessable");
+    assert!(
+        viewer.location.starts_with("/whep/session/"),
+        "{}",
+        viewer.location
+    );
+    assert!(
+        viewer.location.len() >= "/whep/session/".len() + 32,
+        "session id must be unguessable"
+    );
     assert!(viewer.etag.is_some(), "answer carries an ETag");
 
-    let d = viewer.wait_for("30 decoded frames", |d| d.numbers.len() >= 30).await;
+    let d = viewer
+        .wait_for("30 decoded frames", |d| d.numbers.len() >= 30)
+        .await;
     assert_eq!(d.size, Some((640, 360)), "decoded size");
     // The frame counter strip changes from frame to frame: the picture moves.
     let distinct: std::collections::BTreeSet<_> = d.numbers.iter().collect();
-    assert!(distinct.len() >= 25, "frame numbers barely change: {:?}", d.numbers);
-    assert!(d.numbers.windows(2).all(|w| w[1] > w[0]), "numbers go forward: {:?}", d.numbers);
+    assert!(
+        distinct.len() >= 25,
+        "frame numbers barely change: {:?}",
+        d.numbers
+    );
+    assert!(
+        d.numbers.windows(2).all(|w| w[1] > w[0]),
+        "numbers go forward: {:?}",
+        d.numbers
+    );
 
     let url = server.url(&viewer.location);
     let client = reqwest::Client::new();
     let res = client.delete(&url).send().await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(server.active_sessions().await, 0, "DELETE frees the session");
+    assert_eq!(
+        server.active_sessions().await,
+        0,
+        "DELETE frees the session"
+    );
     let res = client.delete(&url).send().await.unwrap();
     assert_eq!(res.status(), 404, "second DELETE");
     assert!(res.text().await.unwrap().contains("no session"));
@@ -71,12 +92,17 @@ async fn bad_requests_get_clear_errors_and_video_keeps_flowing() {
     let (status, _, body) = post(&whep, Some("application/sdp"), mode0).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("packetization-mode=1"), "{body}");
-    let high = offer_with("a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=640c1f\r\n");
+    let high = offer_with(
+        "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=640c1f\r\n",
+    );
     let (status, _, body) = post(&whep, Some("application/sdp"), high).await;
     assert_eq!(status, 422, "{body}");
 
     // Over 64 KiB -> 413, with and without Content-Length.
-    let big = format!("{good_offer}{}", "a=x-padding:0123456789abcdef\r\n".repeat(3000));
+    let big = format!(
+        "{good_offer}{}",
+        "a=x-padding:0123456789abcdef\r\n".repeat(3000)
+    );
     let (status, _, body) = post(&whep, Some("application/sdp"), big.clone()).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("larger than"), "{body}");
@@ -91,19 +117,32 @@ async fn bad_requests_get_clear_errors_and_video_keeps_flowing() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    let (status, _, body) = post(&server.url("/whep/nope"), Some("application/sdp"), good_offer.clone()).await;
+    let (status, _, body) = post(
+        &server.url("/whep/nope"),
+        Some("application/sdp"),
+        good_offer.clone(),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("main"), "404 lists the streams: {body}");
 
     // GET/PUT on the endpoint -> 405 with Allow.
     for method in [reqwest::Method::GET, reqwest::Method::PUT] {
-        let res = reqwest::Client::new().request(method.clone(), &whep).send().await.unwrap();
+        let res = reqwest::Client::new()
+            .request(method.clone(), &whep)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 405, "{method}");
         assert!(res.headers()["allow"].to_str().unwrap().contains("POST"));
         assert!(res.text().await.unwrap().contains("allowed"));
     }
     // OPTIONS advertises SDP; CORS preflight exposes Location and ETag.
-    let res = reqwest::Client::new().request(reqwest::Method::OPTIONS, &whep).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, &whep)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["accept-post"], "application/sdp");
     let res = reqwest::Client::new()
         .request(reqwest::Method::OPTIONS, &whep)
@@ -135,7 +174,9 @@ async fn bad_requests_get_clear_errors_and_video_keeps_flowing() {
 
     // ...and a good viewer still gets moving video.
     let mut viewer = Viewer::connect(&whep).await;
-    viewer.wait_for("10 frames after the burst", |d| d.numbers.len() >= 10).await;
+    viewer
+        .wait_for("10 frames after the burst", |d| d.numbers.len() >= 10)
+        .await;
     viewer.close().await;
     server.stop().await;
 }
@@ -159,13 +200,21 @@ async fn joiner_and_pli_get_a_keyframe_without_waiting_for_the_periodic_one() {
     let started = second.started;
     let d = second.wait_for("a first frame", |d| d.frames >= 1).await;
     let waited = d.first_frame_at.unwrap() - started;
-    assert!(waited < Duration::from_secs(5), "joiner waited {waited:?} for a keyframe");
+    assert!(
+        waited < Duration::from_secs(5),
+        "joiner waited {waited:?} for a keyframe"
+    );
 
-    let before = server.api().await["streams"][0]["forced_keyframes"].as_u64().unwrap();
+    let before = server.api().await["streams"][0]["forced_keyframes"]
+        .as_u64()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // past the IDR rate limit
     first.send_pli().await;
     let got = eventually(Duration::from_secs(5), || async {
-        server.api().await["streams"][0]["forced_keyframes"].as_u64().unwrap() > before
+        server.api().await["streams"][0]["forced_keyframes"]
+            .as_u64()
+            .unwrap()
+            > before
     })
     .await;
     assert!(got, "PLI did not force a keyframe");
