@@ -79,7 +79,6 @@ pub fn h264_codec(choice: &H264Choice) -> RTCRtpCodecParameters {
             rtcp_feedback: vec![],
         },
         payload_type: choice.payload_type,
-        ..Default::default()
     }
 }
 
