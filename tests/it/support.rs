@@ -162,7 +162,6 @@ pub async fn offer() -> (
                     rtcp_feedback: vec![],
                 },
                 payload_type: 102,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )
