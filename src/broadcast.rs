@@ -104,7 +104,7 @@ impl Broadcast {
             source,
             encoder,
             frame: I420Frame::new(settings.size),
-            payloader: H264Payloader::default(),
+            packetizer: Packetizer::default(),
         };
         let thread = std::thread::Builder::new()
             .name("whepcast-pipeline".into())
@@ -168,7 +168,7 @@ struct Pipeline {
     source: Box<dyn Source>,
     encoder: Encoder,
     frame: I420Frame,
-    payloader: H264Payloader,
+    packetizer: Packetizer,
 }
 
 impl Pipeline {
@@ -290,13 +290,34 @@ impl Pipeline {
             stats.keyframes.fetch_add(1, Ordering::Relaxed);
         }
         let timestamp = ((captured - start).as_micros() as u64 * RTP_CLOCK / 1_000_000) as u32;
-        let data = Bytes::copy_from_slice(out.annexb);
+        let packets = self.packetizer.packetize(out.annexb, timestamp);
+        Ok(MediaFrame {
+            number,
+            keyframe,
+            captured,
+            packets,
+        })
+    }
+}
+
+/// Splits an encoded frame into RTP packets (RFC 6184: single NAL units, FU-A fragments, SPS
+/// and PPS aggregated in a STAP-A) with the `rtc` crate's payloader. SSRC, payload type and
+/// sequence number are left at zero for each viewer to stamp.
+#[derive(Default)]
+pub struct Packetizer {
+    payloader: H264Payloader,
+}
+
+impl Packetizer {
+    /// Packets for one Annex B access unit; the last one carries the marker bit.
+    pub fn packetize(&mut self, annexb: &[u8], timestamp: u32) -> Vec<rtc::rtp::Packet> {
+        let data = Bytes::copy_from_slice(annexb);
         let payloads = self
             .payloader
             .payload(RTP_MTU - 12, &data)
             .unwrap_or_default();
         let last = payloads.len().saturating_sub(1);
-        let packets = payloads
+        payloads
             .into_iter()
             .enumerate()
             .map(|(i, payload)| rtc::rtp::Packet {
@@ -308,12 +329,6 @@ impl Pipeline {
                 },
                 payload,
             })
-            .collect();
-        Ok(MediaFrame {
-            number,
-            keyframe,
-            captured,
-            packets,
-        })
+            .collect()
     }
 }

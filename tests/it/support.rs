@@ -111,6 +111,10 @@ pub struct Decoded {
     pub numbers: Vec<u32>,
     pub first_frame_at: Option<Instant>,
     pub rtp_packets: u64,
+    pub rtp_bytes: u64,
+    /// Packets missing from the sequence-number run (lost, not yet recovered).
+    pub rtp_gaps: u64,
+    pub first_packet_at: Option<Instant>,
 }
 
 struct ClientHandler {
@@ -211,6 +215,11 @@ pub async fn offer() -> (
 impl Viewer {
     /// Connects to `endpoint` (full URL) and starts decoding.
     pub async fn connect(endpoint: &str) -> Viewer {
+        Self::connect_with(endpoint, true).await
+    }
+
+    /// Connects; with `decode` false it only counts RTP (load benchmarks).
+    pub async fn connect_with(endpoint: &str, decode: bool) -> Viewer {
         let (pc, sdp, track_rx) = offer().await;
         let started = Instant::now();
         let res = reqwest::Client::new()
@@ -240,7 +249,7 @@ impl Viewer {
                 return;
             };
             *slot.lock().unwrap() = Some(track.clone());
-            receive(track, dec_tx).await;
+            receive(track, dec_tx, decode).await;
         });
         Viewer {
             pc,
@@ -285,7 +294,8 @@ impl Viewer {
 }
 
 /// Depacketizes RTP into access units and decodes them.
-async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>) {
+async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>, decode: bool) {
+    let mut last_seq: Option<u16> = None;
     let mut depack = H264Packet::default();
     let mut decoder = openh264::decoder::Decoder::new().unwrap();
     let mut au: Vec<u8> = Vec::new();
@@ -296,6 +306,22 @@ async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>) {
             continue;
         };
         state.rtp_packets += 1;
+        state.rtp_bytes += pkt.payload.len() as u64 + 12;
+        state.first_packet_at.get_or_insert_with(Instant::now);
+        let seq = pkt.header.sequence_number;
+        if let Some(prev) = last_seq {
+            let step = seq.wrapping_sub(prev);
+            if step > 1 && step < 0x8000 {
+                state.rtp_gaps += step as u64 - 1;
+            }
+        }
+        last_seq = Some(seq);
+        if !decode {
+            if state.rtp_packets % 64 == 0 {
+                out.send_replace(state.clone());
+            }
+            continue;
+        }
         if let Ok(bytes) = depack.depacketize(&pkt.payload) {
             au.extend_from_slice(&bytes);
         }
