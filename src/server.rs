@@ -56,6 +56,8 @@ pub struct Server {
 impl Server {
     /// Starts every stream's pipeline and binds the HTTP listener.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
+        // Made now so the first viewer does not wait for it.
+        crate::rtc::shared_certificate().map_err(|e| ServeError::Config(e.to_string()))?;
         let mut pipelines = Vec::new();
         let mut streams = Vec::new();
         for s in &config.streams {

@@ -360,6 +360,7 @@ async fn send_media(
         _ = cancel.cancelled() => return,
         up = ice.wait_for(|up| *up) => if up.is_err() { return },
     }
+    tracing::debug!("ICE connected {:?} after the offer", t0.elapsed());
     let mut frames = feed.subscribe();
     feed.request_keyframe();
     tokio::select! {

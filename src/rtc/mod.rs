@@ -10,6 +10,7 @@ pub mod keyframe;
 pub mod offer;
 
 use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports,
 };
@@ -18,7 +19,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -82,6 +83,25 @@ pub fn h264_codec(choice: &H264Choice) -> RTCRtpCodecParameters {
     }
 }
 
+/// The DTLS certificate every session presents, made once: generating an ECDSA key per
+/// viewer would add milliseconds to every answer. Sharing it is safe — the certificate only
+/// binds the DTLS handshake to the fingerprint in the SDP answer the viewer received.
+pub fn shared_certificate() -> Result<RTCCertificate, RtcError> {
+    static CERT: OnceLock<RTCCertificate> = OnceLock::new();
+    if let Some(c) = CERT.get() {
+        return Ok(c.clone());
+    }
+    let provider = rtc::crypto::default_provider().map_err(|e| RtcError::Other(e.to_string()))?;
+    let params = CertificateParams::new(vec!["whepcast".to_owned()])
+        .map_err(|e| RtcError::Other(e.to_string()))?;
+    let cert = RTCCertificate::generate(
+        provider.crypto(),
+        rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+        params,
+    )?;
+    Ok(CERT.get_or_init(|| cert).clone())
+}
+
 /// Builds a peer connection that will answer an offer and send `choice`.
 pub async fn new_peer_connection(
     config: &RtcConfig,
@@ -113,6 +133,7 @@ pub async fn new_peer_connection(
         )
         .build();
     let rtc_config = RTCConfigurationBuilder::new()
+        .with_certificates(vec![shared_certificate()?])
         .with_ice_servers(config.ice_servers.clone())
         .build();
 

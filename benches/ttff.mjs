@@ -1,0 +1,64 @@
+// Time to first frame in Chromium: from the viewer page's POST to the first decoded frame
+// presented (requestVideoFrameCallback), over repeated joins, for whepcast and (when it is
+// installed) the GStreamer reference broadcaster, with the same page and the same browser.
+//
+//     scripts/bench.sh ttff          # or: node benches/ttff.mjs [joins]
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { startServer, launchBrowser, waitInPage } from "../tests/browser/harness.mjs";
+
+const joins = Number(process.argv[2] || 10);
+const gstScript = new URL("../../shared/peers/gst_whep.py", import.meta.url).pathname;
+
+function startGst() {
+  return new Promise((resolve, reject) => {
+    const child = spawn("/usr/bin/python3", [gstScript, "--listen", "127.0.0.1:0", "--size", "1280x720", "--fps", "30", "--bitrate", "2500"],
+      { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/(http:\/\/[\d.]+:\d+)\/whep/);
+      if (m) resolve({ url: m[1], stop: () => new Promise((r) => { child.once("exit", r); child.kill("SIGTERM"); }) });
+    });
+    child.on("exit", (c) => reject(new Error("gst_whep exited " + c)));
+  });
+}
+
+const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+
+async function measure(name, pageUrl) {
+  const browser = await launchBrowser();
+  const page = await browser.context.newPage();
+  const samples = [];
+  try {
+    for (let i = 0; i < joins; i++) {
+      await page.goto(pageUrl);
+      const ms = await waitInPage(page, () => window.whepcast.ttffMs, null, 15000);
+      samples.push(ms);
+      await page.goto("about:blank"); // pagehide sends DELETE
+      await new Promise((r) => setTimeout(r, 700));
+    }
+  } finally {
+    await browser.close();
+  }
+  const s = [...samples].sort((a, b) => a - b);
+  console.log(`| ${name} | ${joins} | ${pct(s, 0.5)} | ${pct(s, 0.95)} | ${s[0]} | ${s[s.length - 1]} | ${samples.join(" ")} |`);
+}
+
+console.log("| server | joins | median ms | p95 ms | min | max | samples |");
+console.log("|---|---|---|---|---|---|---|");
+const wc = await startServer(["--size", "1280x720", "--fps", "30", "--bitrate", "2500k"]);
+try {
+  await measure("whepcast", wc.url + "/");
+  if (existsSync(gstScript)) {
+    const gst = await startGst();
+    try {
+      // The same page, pointed at the reference server's endpoint (it allows CORS).
+      await measure("gst-webrtcbin", `${wc.url}/?endpoint=${encodeURIComponent(gst.url + "/whep")}`);
+    } finally {
+      await gst.stop();
+    }
+  }
+} finally {
+  await wc.stop();
+}
