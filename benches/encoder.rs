@@ -35,28 +35,29 @@ fn bench(size: Size, frames: u64) -> (f64, f64) {
         })
         .collect();
 
-    let mut enc = Encoder::new(settings).unwrap();
-    let t = Instant::now();
-    let mut bytes = 0;
-    for f in &pre {
-        bytes += enc.encode(f).unwrap().annexb.len();
-    }
-    let bare = frames as f64 / t.elapsed().as_secs_f64();
-    drop(pre);
+    // Alternate the two, three rounds each, and keep each one's best: the machine is shared
+    // and noisy, and the best run is the one least disturbed.
+    let (mut bare, mut pipeline) = (0f64, 0f64);
+    for _ in 0..3 {
+        let mut enc = Encoder::new(settings).unwrap();
+        let t = Instant::now();
+        for f in &pre {
+            enc.encode(f).unwrap();
+        }
+        bare = bare.max(frames as f64 / t.elapsed().as_secs_f64());
 
-    let mut enc = Encoder::new(settings).unwrap();
-    let mut pattern = Pattern::new(size);
-    let mut frame = I420Frame::new(size);
-    let mut packetizer = Packetizer::default();
-    let mut packets = 0;
-    let t = Instant::now();
-    for n in 0..frames {
-        pattern.fill(&mut frame, info(n)).unwrap();
-        let out = enc.encode(&frame).unwrap();
-        packets += packetizer.packetize(out.annexb, n as u32 * 3000).len();
+        let mut enc = Encoder::new(settings).unwrap();
+        let mut pattern = Pattern::new(size);
+        let mut frame = I420Frame::new(size);
+        let mut packetizer = Packetizer::default();
+        let t = Instant::now();
+        for n in 0..frames {
+            pattern.fill(&mut frame, info(n)).unwrap();
+            let out = enc.encode(&frame).unwrap();
+            packetizer.packetize(out.annexb, n as u32 * 3000);
+        }
+        pipeline = pipeline.max(frames as f64 / t.elapsed().as_secs_f64());
     }
-    let pipeline = frames as f64 / t.elapsed().as_secs_f64();
-    eprintln!("  ({size}: {bytes} bytes, {packets} packets)");
     (bare, pipeline)
 }
 

@@ -24,17 +24,20 @@ function startGst() {
   });
 }
 
+const breakdown = [];
 const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 
 async function measure(name, pageUrl) {
   const browser = await launchBrowser();
   const page = await browser.context.newPage();
   const samples = [];
+  const marks = [];
   try {
     for (let i = 0; i < joins; i++) {
       await page.goto(pageUrl);
       const ms = await waitInPage(page, () => window.whepcast.ttffMs, null, 15000);
       samples.push(ms);
+      marks.push(await page.evaluate(() => window.whepcast.marks));
       await page.goto("about:blank"); // pagehide sends DELETE
       await new Promise((r) => setTimeout(r, 700));
     }
@@ -43,6 +46,12 @@ async function measure(name, pageUrl) {
   }
   const s = [...samples].sort((a, b) => a - b);
   console.log(`| ${name} | ${joins} | ${pct(s, 0.5)} | ${pct(s, 0.95)} | ${s[0]} | ${s[s.length - 1]} | ${samples.join(" ")} |`);
+  // Median time from the POST to each step, to show where the time goes.
+  const steps = ["answer", "ice-checking", "ice-connected", "pc-connected", "first-frame"];
+  breakdown.push(`| ${name} | ` + steps.map((k) => {
+    const v = marks.map((m) => m[k]).filter((x) => x !== undefined).sort((a, b) => a - b);
+    return v.length ? pct(v, 0.5) : "–";
+  }).join(" | ") + " |");
 }
 
 console.log("| server | joins | median ms | p95 ms | min | max | samples |");
@@ -62,3 +71,7 @@ try {
 } finally {
   await wc.stop();
 }
+console.log("\nMedian ms from the POST to each step:\n");
+console.log("| server | answer received | ICE checking | ICE connected | DTLS connected | first frame |");
+console.log("|---|---|---|---|---|---|");
+for (const row of breakdown) console.log(row);
