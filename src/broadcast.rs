@@ -11,9 +11,9 @@
 //! lags and it resynchronises on the next keyframe, while the encoder and the other viewers
 //! carry on. With no viewers at all the pipeline keeps time but neither draws nor encodes.
 
-use crate::config::EncodeSettings;
+use crate::config::{EncodeSettings, Size};
 use crate::encode::{EncodeError, Encoder};
-use crate::source::{FrameInfo, I420Frame, Source};
+use crate::source::{Fill, FrameInfo, I420Frame, Source, SourceError};
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::header::Header;
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 /// RTP payload budget per packet: 1200 bytes keeps every packet under common path MTUs
 /// once SRTP, UDP, IP and TURN headers are added.
@@ -31,6 +32,8 @@ pub const RTP_MTU: usize = 1200;
 const CHANNEL_FRAMES: usize = 8;
 /// At most one forced IDR per this long, however many viewers join or ask.
 pub const MIN_FORCED_IDR_GAP: Duration = Duration::from_millis(200);
+/// With an unchanging source, still encode a frame this often.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// H.264 over RTP always uses a 90 kHz clock.
 const RTP_CLOCK: u64 = 90_000;
 
@@ -59,6 +62,26 @@ pub struct Stats {
     pub busy_us: AtomicU64,
     /// Frames encoded per second over the last second, times 1000.
     pub current_fps_milli: AtomicU64,
+    /// Current picture size, `width << 32 | height` (a screen can be resized).
+    size: AtomicU64,
+}
+
+impl Stats {
+    fn set_size(&self, size: Size) {
+        self.size.store(
+            (size.width as u64) << 32 | size.height as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The size being encoded now.
+    pub fn size(&self) -> Size {
+        let v = self.size.load(Ordering::Relaxed);
+        Size {
+            width: (v >> 32) as u32,
+            height: v as u32,
+        }
+    }
 }
 
 struct Shared {
@@ -67,6 +90,8 @@ struct Shared {
     thread: std::sync::OnceLock<std::thread::Thread>,
     keyframe_wanted: AtomicBool,
     stop: AtomicBool,
+    /// Cancelled when the source has no more frames.
+    ended: CancellationToken,
     stats: Stats,
     settings: EncodeSettings,
     started: Instant,
@@ -85,32 +110,89 @@ pub struct Feed {
     shared: Arc<Shared>,
 }
 
+/// Opens a source; run on the pipeline thread, since some sources (X11) cannot move threads.
+pub type OpenSource = Box<dyn FnOnce() -> Result<Box<dyn Source>, SourceError> + Send>;
+
+/// Why a stream could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("{0}")]
+    Settings(String),
+}
+
 impl Broadcast {
-    /// Starts the pipeline thread for `source` with `settings`.
-    pub fn start(source: Box<dyn Source>, settings: EncodeSettings) -> Result<Self, EncodeError> {
-        let encoder = Encoder::new(settings)?;
+    /// Starts the pipeline thread: opens the source there, sets up the encoder for the size
+    /// (and, for inputs that dictate one, the frame rate) the source has, and starts pacing.
+    /// `settings.size` is ignored; the source decides it. Returns once the source is open.
+    pub fn start(open: OpenSource, settings: EncodeSettings) -> Result<Self, StartError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (shared_tx, shared_rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
+        let thread = std::thread::Builder::new()
+            .name("whepcast-pipeline".into())
+            .spawn(move || {
+                let opened = open().map_err(StartError::from).and_then(|source| {
+                    let mut settings = settings;
+                    settings.size = source.size();
+                    if let Some(fps) = source.native_fps() {
+                        settings.fps = (fps.round() as u32).clamp(1, 120);
+                    }
+                    settings.validate().map_err(StartError::Settings)?;
+                    let encoder = Encoder::new(settings)?;
+                    Ok((source, encoder, settings))
+                });
+                let (source, encoder, settings) = match opened {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(settings));
+                let Ok(shared) = shared_rx.recv() else {
+                    return;
+                };
+                Pipeline {
+                    shared,
+                    source,
+                    encoder,
+                    frame: I420Frame::new(settings.size),
+                    packetizer: Packetizer::default(),
+                }
+                .run()
+            })
+            .map_err(EncodeError::Thread)?;
+        let settings = match ready_rx.recv() {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StartError::Settings(
+                    "the pipeline thread died while starting".into(),
+                ));
+            }
+        };
         let (tx, _) = broadcast::channel(CHANNEL_FRAMES);
         let shared = Arc::new(Shared {
             tx,
             thread: std::sync::OnceLock::new(),
             keyframe_wanted: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            ended: CancellationToken::new(),
             stats: Stats::default(),
             settings,
             started: Instant::now(),
         });
-        let pipeline = Pipeline {
-            shared: shared.clone(),
-            source,
-            encoder,
-            frame: I420Frame::new(settings.size),
-            packetizer: Packetizer::default(),
-        };
-        let thread = std::thread::Builder::new()
-            .name("whepcast-pipeline".into())
-            .spawn(move || pipeline.run())
-            .map_err(EncodeError::Thread)?;
+        shared.stats.set_size(settings.size);
         let _ = shared.thread.set(thread.thread().clone());
+        // The thread is waiting for this; it cannot fail while the thread lives.
+        let _ = shared_tx.send(shared.clone());
         Ok(Self {
             shared,
             thread: Some(thread),
@@ -156,6 +238,16 @@ impl Feed {
         &self.shared.settings
     }
 
+    /// Whether the source has ended (end of input).
+    pub fn is_ended(&self) -> bool {
+        self.shared.ended.is_cancelled()
+    }
+
+    /// Resolves when the source ends.
+    pub async fn ended(&self) {
+        self.shared.ended.cancelled().await
+    }
+
     /// Time since the pipeline started.
     pub fn uptime(&self) -> Duration {
         self.shared.started.elapsed()
@@ -179,6 +271,8 @@ impl Pipeline {
         let mut slot: u64 = 0;
         let mut last_key: Option<Instant> = None;
         let mut idle = true;
+        let mut last_encode = Instant::now();
+        let mut last_error: Option<Instant> = None;
         let (mut window_start, mut window_frames) = (Instant::now(), 0u64);
         while !self.shared.stop.load(Ordering::Acquire) {
             let now = Instant::now();
@@ -236,10 +330,36 @@ impl Pipeline {
                 number,
                 wall: SystemTime::now(),
             };
-            if let Err(e) = self.source.fill(&mut self.frame, info) {
-                tracing::warn!("source failed: {e}");
-                continue;
+            let size = self.source.size();
+            if self.frame.size() != size {
+                if let Err(e) = self.resize(size) {
+                    tracing::error!("cannot encode at {size}: {e}");
+                    continue;
+                }
             }
+            match self.source.fill(&mut self.frame, info) {
+                Ok(Fill::New) => {}
+                Ok(Fill::Unchanged) => {
+                    // Nothing new: encode only if someone needs a keyframe, or to send a
+                    // heartbeat frame now and then so players do not think the stream froze.
+                    let wanted = self.shared.keyframe_wanted.load(Ordering::Acquire);
+                    if !wanted && last_encode.elapsed() < HEARTBEAT {
+                        continue;
+                    }
+                }
+                Ok(Fill::Ended) => {
+                    tracing::info!("source ended after {} frames", self.encoder.frames());
+                    break;
+                }
+                Err(e) => {
+                    if last_error.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5)) {
+                        tracing::warn!("source failed: {e}");
+                        last_error = Some(Instant::now());
+                    }
+                    continue;
+                }
+            }
+            last_encode = Instant::now();
             if last_key.is_none_or(|t| t.elapsed() >= MIN_FORCED_IDR_GAP)
                 && self.shared.keyframe_wanted.swap(false, Ordering::AcqRel)
             {
@@ -270,6 +390,18 @@ impl Pipeline {
             let _ = self.shared.tx.send(Arc::new(media));
         }
         tracing::debug!("pipeline stopped after {} frames", self.encoder.frames());
+        self.shared.ended.cancel();
+    }
+
+    /// The source changed size: new frame buffer, new encoder (whose first frame is an IDR).
+    fn resize(&mut self, size: Size) -> Result<(), EncodeError> {
+        tracing::info!("source is now {size}; restarting the encoder");
+        let mut settings = *self.encoder.settings();
+        settings.size = size;
+        self.encoder = Encoder::new(settings)?;
+        self.frame = I420Frame::new(size);
+        self.shared.stats.set_size(size);
+        Ok(())
     }
 
     /// Encodes the current frame and packetizes it once.

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// A picture size in pixels. H.264 with 4:2:0 chroma needs both sides even.
+/// The default is 1280x720.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Size {
     pub width: u32,
@@ -49,6 +50,15 @@ impl Size {
     /// Pixels in the picture.
     pub fn area(self) -> usize {
         self.width as usize * self.height as usize
+    }
+}
+
+impl Default for Size {
+    fn default() -> Self {
+        Size {
+            width: 1280,
+            height: 720,
+        }
     }
 }
 

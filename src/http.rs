@@ -180,12 +180,14 @@ async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
         .map(|s| {
             let st = s.feed.stats();
             let cfg = s.feed.settings();
+            let size = st.size();
             serde_json::json!({
                 "name": s.name,
                 "source": s.source,
-                "size": cfg.size.to_string(),
-                "width": cfg.size.width,
-                "height": cfg.size.height,
+                "state": if s.feed.is_ended() { "ended" } else { "live" },
+                "size": size.to_string(),
+                "width": size.width,
+                "height": size.height,
                 "fps": cfg.fps,
                 "bitrate": cfg.bitrate.bps(),
                 "keyint_seconds": cfg.keyint,
@@ -275,6 +277,7 @@ impl IntoResponse for HttpError {
             HttpError::Whep(WhepError::UnknownSession(_))
             | HttpError::Whep(WhepError::UnknownStream { .. }) => StatusCode::NOT_FOUND,
             HttpError::Whep(WhepError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Whep(WhepError::StreamEnded(_)) => StatusCode::GONE,
             HttpError::Whep(WhepError::Rtc(_)) | HttpError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use whepcast::config::{Bitrate, EncodeSettings, Size};
 use whepcast::rtc::RtcConfig;
 use whepcast::server::{ServeConfig, Server, StreamConfig};
-use whepcast::source::SourceSpec;
+use whepcast::source::{OpenOptions, PixelFormat, SourceSpec};
 
 /// Broadcast a screen or generated frames to browsers over WebRTC (WHEP), encoding H.264 once.
 #[derive(Parser)]
@@ -27,12 +27,27 @@ struct ServeArgs {
     /// HTTP address to listen on. Use 0.0.0.0:8080 to let other machines watch.
     #[arg(long, env = "WHEPCAST_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// What to broadcast: `pattern` (moving test pattern).
+    /// What to broadcast at /whep: pattern, screen, screen:N, image:PATH, y4m:PATH, y4m:-
+    /// (standard input), raw:PATH, raw:- (needs --size and --pixel-format).
     #[arg(long, env = "WHEPCAST_SOURCE", default_value = "pattern")]
     source: SourceSpec,
-    /// Picture size, WIDTHxHEIGHT (both even).
-    #[arg(long, env = "WHEPCAST_SIZE", default_value = "1280x720")]
-    size: Size,
+    /// More streams, each at /whep/NAME and /view/NAME:
+    /// NAME=SOURCE[,size=WxH][,fps=N][,bitrate=RATE][,keyint=S]. Repeatable (env: separate
+    /// with ';'). When given, --source is not served unless also named here.
+    #[arg(long = "stream", env = "WHEPCAST_STREAMS", value_delimiter = ';')]
+    streams: Vec<StreamArg>,
+    /// Picture size, WIDTHxHEIGHT (both even): the pattern's size (default 1280x720), the size
+    /// an image is scaled to, raw frames' size. A screen or y4m input has its own size.
+    #[arg(long, env = "WHEPCAST_SIZE")]
+    size: Option<Size>,
+    /// Layout of raw input frames.
+    #[arg(
+        long,
+        env = "WHEPCAST_PIXEL_FORMAT",
+        value_enum,
+        default_value = "i420"
+    )]
+    pixel_format: PixelFormat,
     /// Frames per second (1-120).
     #[arg(long, env = "WHEPCAST_FPS", default_value_t = 30)]
     fps: u32,
@@ -77,20 +92,112 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `--stream NAME=SOURCE[,key=value...]`.
+#[derive(Debug, Clone)]
+struct StreamArg {
+    name: String,
+    source: SourceSpec,
+    size: Option<Size>,
+    fps: Option<u32>,
+    bitrate: Option<Bitrate>,
+    keyint: Option<f32>,
+}
+
+impl std::str::FromStr for StreamArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("'{s}': write NAME=SOURCE, e.g. desk=screen:0,fps=15"))?;
+        let name = name.trim();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name != "session"
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(format!(
+                "stream name '{name}': use 1-64 letters, digits, '-' or '_' (not 'session')"
+            ));
+        }
+        let mut parts = rest.split(',');
+        let source = parts
+            .next()
+            .unwrap_or("")
+            .parse::<SourceSpec>()
+            .map_err(|e| e.to_string())?;
+        let mut arg = StreamArg {
+            name: name.to_string(),
+            source,
+            size: None,
+            fps: None,
+            bitrate: None,
+            keyint: None,
+        };
+        for kv in parts {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("'{kv}' in --stream {name}: write key=value"))?;
+            match k.trim() {
+                "size" => arg.size = Some(v.parse()?),
+                "fps" => arg.fps = Some(v.parse().map_err(|_| format!("fps={v}: not a number"))?),
+                "bitrate" => arg.bitrate = Some(v.parse()?),
+                "keyint" => {
+                    arg.keyint = Some(v.parse().map_err(|_| format!("keyint={v}: not a number"))?)
+                }
+                other => return Err(format!(
+                    "unknown setting '{other}' in --stream {name}; use size, fps, bitrate, keyint"
+                )),
+            }
+        }
+        Ok(arg)
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = EncodeSettings {
-        size: args.size,
+    let defaults = EncodeSettings {
+        size: args.size.unwrap_or_default(),
         fps: args.fps,
         bitrate: args.bitrate,
         keyint: args.keyint,
     };
-    let config = ServeConfig {
-        listen: args.listen,
-        streams: vec![StreamConfig {
+    defaults.validate().map_err(anyhow::Error::msg)?;
+    let stream_args = if args.streams.is_empty() {
+        vec![StreamArg {
             name: "main".into(),
             source: args.source.clone(),
-            settings,
-        }],
+            size: args.size,
+            fps: None,
+            bitrate: None,
+            keyint: None,
+        }]
+    } else {
+        args.streams.clone()
+    };
+    let mut names = std::collections::HashSet::new();
+    let mut streams = Vec::new();
+    for s in stream_args {
+        anyhow::ensure!(
+            names.insert(s.name.clone()),
+            "stream name '{}' is used twice",
+            s.name
+        );
+        let settings = EncodeSettings {
+            fps: s.fps.unwrap_or(defaults.fps),
+            bitrate: s.bitrate.unwrap_or(defaults.bitrate),
+            keyint: s.keyint.unwrap_or(defaults.keyint),
+            ..defaults
+        };
+        let opts = OpenOptions {
+            size: s.size.or(args.size),
+            pixel_format: Some(args.pixel_format),
+        };
+        streams.push(StreamConfig::from_spec(s.name, s.source, opts, settings));
+    }
+    let config = ServeConfig {
+        listen: args.listen,
+        streams,
         rtc: RtcConfig::for_listen_ip(args.listen.ip()),
     };
     let server = Server::bind(config).await.context("cannot start")?;
@@ -100,14 +207,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         addr.ip().to_string()
     };
-    tracing::info!(
-        "serving {} {} at {} fps, {} (keyframe every {}s)",
-        args.source,
-        args.size,
-        args.fps,
-        args.bitrate,
-        args.keyint
-    );
     println!(
         "whepcast: open http://{host}:{}/ to watch (WHEP endpoint: /whep)",
         addr.port()

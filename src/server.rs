@@ -1,12 +1,11 @@
 //! Wires the stages into a running server: start each stream's pipeline, bind HTTP, serve
 //! until told to stop, then close every session.
 
-use crate::broadcast::Broadcast;
+use crate::broadcast::{Broadcast, OpenSource, StartError};
 use crate::config::EncodeSettings;
-use crate::encode::EncodeError;
 use crate::http::{self, AppState};
 use crate::rtc::RtcConfig;
-use crate::source::{self, SourceError, SourceSpec};
+use crate::source::{self, OpenOptions, Source, SourceSpec};
 use crate::whep::{Sessions, Stream};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,10 +13,8 @@ use std::net::SocketAddr;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
+    #[error("stream '{name}': {err}")]
+    Stream { name: String, err: StartError },
     #[error("cannot listen on {addr}: {err}")]
     Bind {
         addr: SocketAddr,
@@ -30,15 +27,50 @@ pub enum ServeError {
 }
 
 /// One stream to serve.
-#[derive(Debug, Clone)]
 pub struct StreamConfig {
+    /// URL-safe name: the stream is at `/whep/{name}` and `/view/{name}`.
     pub name: String,
-    pub source: SourceSpec,
+    /// What the frames come from, for the API and logs.
+    pub label: String,
+    /// Opens the source (on the stream's pipeline thread).
+    pub open: OpenSource,
+    /// Encoder settings; the size comes from the source.
     pub settings: EncodeSettings,
 }
 
+impl StreamConfig {
+    /// A stream from a source the user named on the command line.
+    pub fn from_spec(
+        name: impl Into<String>,
+        spec: SourceSpec,
+        opts: OpenOptions,
+        settings: EncodeSettings,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            label: spec.to_string(),
+            open: Box::new(move || source::open(&spec, opts)),
+            settings,
+        }
+    }
+
+    /// A stream from a source the program made (e.g. a [`source::PushSource`]).
+    pub fn from_source<S: Source + Send + 'static>(
+        name: impl Into<String>,
+        label: impl Into<String>,
+        source: S,
+        settings: EncodeSettings,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            label: label.into(),
+            open: Box::new(move || Ok(Box::new(source) as Box<dyn Source>)),
+            settings,
+        }
+    }
+}
+
 /// Everything `serve` needs.
-#[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub streams: Vec<StreamConfig>,
@@ -60,11 +92,23 @@ impl Server {
         crate::rtc::shared_certificate().map_err(|e| ServeError::Config(e.to_string()))?;
         let mut pipelines = Vec::new();
         let mut streams = Vec::new();
-        for s in &config.streams {
-            s.settings.validate().map_err(ServeError::Config)?;
-            let src = source::open(&s.source, s.settings.size)?;
-            let broadcast = Broadcast::start(src, s.settings)?;
-            streams.push(Stream::new(&s.name, s.source.to_string(), broadcast.feed()));
+        for s in config.streams {
+            let broadcast =
+                Broadcast::start(s.open, s.settings).map_err(|err| ServeError::Stream {
+                    name: s.name.clone(),
+                    err,
+                })?;
+            let settings = broadcast.feed().settings().to_owned();
+            tracing::info!(
+                "stream '{}': {} {} at {} fps, {} (keyframe every {}s)",
+                s.name,
+                s.label,
+                settings.size,
+                settings.fps,
+                settings.bitrate,
+                settings.keyint
+            );
+            streams.push(Stream::new(&s.name, s.label, broadcast.feed()));
             pipelines.push(broadcast);
         }
         let listener = tokio::net::TcpListener::bind(config.listen)

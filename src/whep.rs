@@ -50,6 +50,8 @@ pub enum WhepError {
     UnknownSession(String),
     #[error("no stream named '{name}'; streams here: {known}")]
     UnknownStream { name: String, known: String },
+    #[error("stream '{0}' has ended (its input finished)")]
+    StreamEnded(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("could not set up the WebRTC session: {0}")]
@@ -166,6 +168,9 @@ impl Sessions {
             return Err(WhepError::ShuttingDown);
         }
         let stream = self.stream(stream)?.clone();
+        if stream.feed.is_ended() {
+            return Err(WhepError::StreamEnded(stream.name));
+        }
         let t0 = Instant::now();
         // Refuse what we cannot serve before any socket is bound.
         let choice = rtc::choose_h264(&offer_sdp)?;
@@ -215,7 +220,13 @@ impl Sessions {
             cancel.clone(),
         ));
         tokio::spawn(forward_keyframe_requests(track, stream.feed.clone()));
-        tokio::spawn(supervise(self.clone(), id.clone(), state_rx, cancel));
+        tokio::spawn(supervise(
+            self.clone(),
+            id.clone(),
+            state_rx,
+            stream.feed.clone(),
+            cancel,
+        ));
 
         Ok(Answer {
             session_id: id,
@@ -434,6 +445,7 @@ async fn supervise(
     sessions: Sessions,
     id: String,
     mut states: watch::Receiver<RTCPeerConnectionState>,
+    feed: Feed,
     cancel: CancellationToken,
 ) {
     let mut deadline = Some(tokio::time::Instant::now() + CONNECT_TIMEOUT);
@@ -447,6 +459,7 @@ async fn supervise(
         };
         tokio::select! {
             _ = cancel.cancelled() => return, // closed by DELETE or shutdown
+            _ = feed.ended() => break "stream ended",
             _ = timer => break if ever_connected {
                 "viewer went silent"
             } else {

@@ -5,18 +5,37 @@
 //! H.264 encoder eats; sources that start from RGB convert with the `yuv` crate's SIMD
 //! routines ([`I420Frame::fill_from_rgba`]).
 
+pub mod file;
+pub mod image;
 pub mod pattern;
+pub mod push;
+pub mod screen;
 
 use crate::config::Size;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use pattern::{Barcode, Pattern};
+pub use push::{FramePusher, PushSource};
 
 /// Errors a source can report.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("unknown source '{0}'; this build knows: pattern")]
+    #[error(
+        "unknown source '{0}'; use pattern, screen, screen:N, image:PATH, y4m:PATH, y4m:-, \
+         raw:PATH or raw:-"
+    )]
     Unknown(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot open {path}: {err}")]
+    Open { path: String, err: std::io::Error },
+    #[error("cannot read the image {path}: {err}")]
+    Image { path: String, err: String },
+    #[error("{0}")]
+    Stream(String),
+    #[error("screen capture: {0}")]
+    Screen(String),
     #[error("colour conversion failed: {0}")]
     Convert(String),
     #[error("pixel buffer too small: {got} bytes for {size} with stride {stride}, need {need}")]
@@ -33,24 +52,97 @@ pub enum SourceError {
 pub enum SourceSpec {
     /// The built-in moving test pattern.
     Pattern,
+    /// An X11 display (`screen` = the primary one, `screen:N` = the N-th), via `DISPLAY`.
+    Screen(Option<usize>),
+    /// A still picture (PNG, JPEG, ...).
+    Image(PathBuf),
+    /// YUV4MPEG2 frames from a file, or from standard input (`None`).
+    Y4m(Option<PathBuf>),
+    /// Raw frames of `--size` and `--pixel-format` from a file or standard input (`None`).
+    Raw(Option<PathBuf>),
+}
+
+/// Reads `-` as standard input, anything else as a path.
+fn path_or_stdin(s: &str) -> Option<PathBuf> {
+    (s != "-").then(|| PathBuf::from(s))
 }
 
 impl std::str::FromStr for SourceSpec {
     type Err = SourceError;
     fn from_str(s: &str) -> Result<Self, SourceError> {
-        match s.trim() {
-            "pattern" => Ok(SourceSpec::Pattern),
-            other => Err(SourceError::Unknown(other.to_string())),
+        let s = s.trim();
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        let need = |what: &str| {
+            SourceError::Invalid(format!(
+                "'{s}': {kind} needs a {what}, e.g. {kind}:{}",
+                match kind {
+                    "image" => "logo.png",
+                    _ => "-",
+                }
+            ))
+        };
+        match (kind, arg) {
+            ("pattern", None) => Ok(SourceSpec::Pattern),
+            ("screen", None) => Ok(SourceSpec::Screen(None)),
+            ("screen", Some(n)) => n.parse().map(|n| SourceSpec::Screen(Some(n))).map_err(|_| {
+                SourceError::Invalid(format!("'{s}': the display number must be 0, 1, ..."))
+            }),
+            ("image", Some(p)) if !p.is_empty() => Ok(SourceSpec::Image(PathBuf::from(p))),
+            ("image", _) => Err(need("path")),
+            ("y4m", Some(p)) if !p.is_empty() => Ok(SourceSpec::Y4m(path_or_stdin(p))),
+            ("y4m", _) => Err(need("path or -")),
+            ("raw", Some(p)) if !p.is_empty() => Ok(SourceSpec::Raw(path_or_stdin(p))),
+            ("raw", _) => Err(need("path or -")),
+            _ => Err(SourceError::Unknown(s.to_string())),
         }
     }
 }
 
 impl std::fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = |p: &Option<PathBuf>| match p {
+            Some(p) => p.display().to_string(),
+            None => "-".to_string(),
+        };
         match self {
             SourceSpec::Pattern => f.write_str("pattern"),
+            SourceSpec::Screen(None) => f.write_str("screen"),
+            SourceSpec::Screen(Some(n)) => write!(f, "screen:{n}"),
+            SourceSpec::Image(p) => write!(f, "image:{}", p.display()),
+            SourceSpec::Y4m(p) => write!(f, "y4m:{}", path(p)),
+            SourceSpec::Raw(p) => write!(f, "raw:{}", path(p)),
         }
     }
+}
+
+/// Pixel layouts accepted for raw input and pushed frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PixelFormat {
+    Bgra,
+    Rgba,
+    I420,
+}
+
+impl PixelFormat {
+    /// Bytes in one tightly packed frame of `size`.
+    pub fn frame_len(self, size: Size) -> usize {
+        match self {
+            PixelFormat::Bgra | PixelFormat::Rgba => size.area() * 4,
+            PixelFormat::I420 => size.area() * 3 / 2,
+        }
+    }
+}
+
+/// Options that shape how a source is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// `--size`: the pattern's size, the size an image is scaled to, raw frames' size.
+    pub size: Option<Size>,
+    /// `--pixel-format` for raw input.
+    pub pixel_format: Option<PixelFormat>,
 }
 
 /// Facts about the frame being produced, handed to the source.
@@ -62,19 +154,72 @@ pub struct FrameInfo {
     pub wall: SystemTime,
 }
 
-/// Something that produces pictures of a fixed size.
-pub trait Source: Send {
-    /// Size of every frame this source produces.
-    fn size(&self) -> Size;
-    /// Draws the next picture into `frame`, which has [`Source::size`].
-    fn fill(&mut self, frame: &mut I420Frame, info: FrameInfo) -> Result<(), SourceError>;
+/// What a source did when asked for the next picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// A new picture is in the frame.
+    New,
+    /// Nothing changed since the last picture, which the frame still holds. The pipeline
+    /// skips encoding it unless a keyframe is due (a still image or an idle screen costs
+    /// next to nothing).
+    Unchanged,
+    /// No more pictures will come (end of input).
+    Ended,
 }
 
-/// Opens the source a user named.
-pub fn open(spec: &SourceSpec, size: Size) -> Result<Box<dyn Source>, SourceError> {
-    match spec {
-        SourceSpec::Pattern => Ok(Box::new(Pattern::new(size))),
+/// Something that produces pictures.
+///
+/// A source lives on the pipeline thread (it need not be `Send`: X11 handles are not).
+pub trait Source {
+    /// Size of the next frame. It may change between calls (a screen was resized): the
+    /// pipeline then gives [`Source::fill`] a frame of the new size and restarts the encoder
+    /// at it, which makes the next frame an IDR.
+    fn size(&self) -> Size;
+    /// The frame rate the input dictates (a YUV4MPEG2 header), if any.
+    fn native_fps(&self) -> Option<f64> {
+        None
     }
+    /// Draws the next picture into `frame`, which has [`Source::size`] and holds whatever this
+    /// source drew into it last time (or black).
+    fn fill(&mut self, frame: &mut I420Frame, info: FrameInfo) -> Result<Fill, SourceError>;
+}
+
+/// Opens a source on the calling thread.
+pub fn open(spec: &SourceSpec, opts: OpenOptions) -> Result<Box<dyn Source>, SourceError> {
+    const DEFAULT: Size = Size {
+        width: 1280,
+        height: 720,
+    };
+    match spec {
+        SourceSpec::Pattern => Ok(Box::new(Pattern::new(opts.size.unwrap_or(DEFAULT)))),
+        SourceSpec::Screen(n) => Ok(Box::new(screen::Screen::open(*n)?)),
+        SourceSpec::Image(path) => Ok(Box::new(image::Still::open(path, opts.size)?)),
+        SourceSpec::Y4m(path) => Ok(Box::new(file::Y4m::open(path.as_deref())?)),
+        SourceSpec::Raw(path) => {
+            let size = opts.size.ok_or_else(|| {
+                SourceError::Invalid("raw input needs --size WxH (and --pixel-format)".into())
+            })?;
+            let format = opts.pixel_format.unwrap_or(PixelFormat::I420);
+            Ok(Box::new(file::Raw::open(path.as_deref(), size, format)?))
+        }
+    }
+}
+
+/// A borrowed picture in one of the layouts programs produce, for [`I420Frame::fill_from`].
+#[derive(Debug, Clone, Copy)]
+pub enum Pixels<'a> {
+    /// 8-bit R, G, B, A per pixel; `stride` bytes per row.
+    Rgba { data: &'a [u8], stride: usize },
+    /// 8-bit B, G, R, A per pixel (X11, Windows); `stride` bytes per row.
+    Bgra { data: &'a [u8], stride: usize },
+    /// Planar 4:2:0; `y_stride` bytes per luma row, `uv_stride` per chroma row.
+    I420 {
+        y: &'a [u8],
+        u: &'a [u8],
+        v: &'a [u8],
+        y_stride: usize,
+        uv_stride: usize,
+    },
 }
 
 /// One picture in I420: a full-size luma plane and two half-by-half chroma planes, tightly
@@ -123,6 +268,58 @@ impl I420Frame {
     /// Copies another frame of the same size into this one.
     pub fn copy_from(&mut self, other: &I420Frame) {
         self.data.copy_from_slice(&other.data);
+    }
+
+    /// Copies or converts a picture of this frame's size into it.
+    pub fn fill_from(&mut self, pixels: Pixels<'_>) -> Result<(), SourceError> {
+        match pixels {
+            Pixels::Rgba { data, stride } => self.fill_from_rgba(data, stride, ByteOrder::Rgba),
+            Pixels::Bgra { data, stride } => self.fill_from_rgba(data, stride, ByteOrder::Bgra),
+            Pixels::I420 {
+                y,
+                u,
+                v,
+                y_stride,
+                uv_stride,
+            } => self.fill_from_i420([y, u, v], y_stride, uv_stride),
+        }
+    }
+
+    /// Copies planar I420 (any strides; a source wider or taller than this frame is cropped).
+    pub fn fill_from_i420(
+        &mut self,
+        [y, u, v]: [&[u8]; 3],
+        y_stride: usize,
+        uv_stride: usize,
+    ) -> Result<(), SourceError> {
+        let Size { width, height } = self.size;
+        let (w, h) = (width as usize, height as usize);
+        let (cw, ch) = (w / 2, h / 2);
+        let too_small = |got: usize, need: usize, stride: usize| SourceError::BufferTooSmall {
+            got,
+            need,
+            size: self.size,
+            stride,
+        };
+        let need_y = y_stride * (h - 1) + w;
+        let need_c = uv_stride * (ch - 1) + cw;
+        if y_stride < w || y.len() < need_y {
+            return Err(too_small(y.len(), need_y, y_stride));
+        }
+        if uv_stride < cw || u.len() < need_c || v.len() < need_c {
+            return Err(too_small(u.len().min(v.len()), need_c, uv_stride));
+        }
+        let (fy, fu, fv) = self.planes_mut();
+        for row in 0..h {
+            fy[row * w..(row + 1) * w].copy_from_slice(&y[row * y_stride..row * y_stride + w]);
+        }
+        for row in 0..ch {
+            let dst = row * cw..(row + 1) * cw;
+            let src = row * uv_stride..row * uv_stride + cw;
+            fu[dst.clone()].copy_from_slice(&u[src.clone()]);
+            fv[dst].copy_from_slice(&v[src]);
+        }
+        Ok(())
     }
 
     /// Converts an RGBA or BGRA picture (`stride` bytes per row) into this frame, BT.601

@@ -14,7 +14,7 @@
 //! The bars and bands are drawn once into a background frame; each new frame copies it and
 //! draws only what changes, so a 720p frame costs a memcpy and a few thousand pixel writes.
 
-use super::{ByteOrder, FrameInfo, I420Frame, Source, SourceError};
+use super::{ByteOrder, Fill, FrameInfo, I420Frame, Source, SourceError};
 use crate::config::Size;
 use font8x8::UnicodeFonts;
 use std::fmt::Write as _;
@@ -135,7 +135,7 @@ impl Source for Pattern {
         self.size
     }
 
-    fn fill(&mut self, frame: &mut I420Frame, info: FrameInfo) -> Result<(), SourceError> {
+    fn fill(&mut self, frame: &mut I420Frame, info: FrameInfo) -> Result<Fill, SourceError> {
         let l = self.layout;
         self.restore_background(frame);
         draw_cells(frame, l.band_top, l.band_bottom, info.number);
@@ -170,7 +170,7 @@ impl Source for Pattern {
         if let Some(code) = Barcode::for_size(self.size) {
             code.draw(frame, info.number, ms);
         }
-        Ok(())
+        Ok(Fill::New)
     }
 }
 
@@ -219,7 +219,7 @@ fn rgb_to_yuv([r, g, b]: [u8; 3]) -> [u8; 3] {
 }
 
 /// Fills a rectangle (clipped to the frame) with one colour in all three planes.
-fn fill_rect(frame: &mut I420Frame, x: u32, y: u32, w: u32, h: u32, yuv: [u8; 3]) {
+pub(crate) fn fill_rect(frame: &mut I420Frame, x: u32, y: u32, w: u32, h: u32, yuv: [u8; 3]) {
     let size = frame.size();
     let (x1, y1) = ((x + w).min(size.width), (y + h).min(size.height));
     if x >= x1 || y >= y1 {
@@ -241,7 +241,7 @@ fn fill_rect(frame: &mut I420Frame, x: u32, y: u32, w: u32, h: u32, yuv: [u8; 3]
 }
 
 /// Draws white text on the black band with the 8x8 bitmap font, each dot `scale` pixels.
-fn draw_text(frame: &mut I420Frame, x: u32, y: u32, scale: u32, text: &str) {
+pub(crate) fn draw_text(frame: &mut I420Frame, x: u32, y: u32, scale: u32, text: &str) {
     let size = frame.size();
     let stride = size.width as usize;
     let (yp, _, _) = frame.planes_mut();

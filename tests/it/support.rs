@@ -19,9 +19,19 @@ use webrtc::peer_connection::{
 use whepcast::config::{Bitrate, EncodeSettings, Size};
 use whepcast::rtc::RtcConfig;
 use whepcast::server::{ServeConfig, Server, StreamConfig};
-use whepcast::source::{Barcode, SourceSpec};
+use whepcast::source::{Barcode, OpenOptions, SourceSpec};
 
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Encoder settings for tests (1.5 Mbit/s).
+pub fn settings(size: Size, fps: u32, keyint: f32) -> EncodeSettings {
+    EncodeSettings {
+        size,
+        fps,
+        bitrate: Bitrate(1_500_000),
+        keyint,
+    }
+}
 
 /// A server running in this process until dropped.
 pub struct TestServer {
@@ -32,19 +42,26 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(size: &str, fps: u32, keyint: f32) -> Self {
-        let settings = EncodeSettings {
-            size: size.parse::<Size>().unwrap(),
-            fps,
-            bitrate: Bitrate(1_500_000),
-            keyint,
+        let size: Size = size.parse().unwrap();
+        let settings = settings(size, fps, keyint);
+        let opts = OpenOptions {
+            size: Some(size),
+            pixel_format: None,
         };
+        Self::with_streams(vec![StreamConfig::from_spec(
+            "main",
+            SourceSpec::Pattern,
+            opts,
+            settings,
+        )])
+        .await
+    }
+
+    /// A server carrying the given streams.
+    pub async fn with_streams(streams: Vec<StreamConfig>) -> Self {
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            streams: vec![StreamConfig {
-                name: "main".into(),
-                source: SourceSpec::Pattern,
-                settings,
-            }],
+            streams,
             rtc: RtcConfig::for_listen_ip("127.0.0.1".parse().unwrap()),
         };
         let server = Server::bind(config).await.expect("server starts");
