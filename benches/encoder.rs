@@ -1,9 +1,11 @@
 //! Encoder throughput: bare OpenH264 vs whepcast's pipeline work on the same frames.
 //!
 //! `cargo bench --bench encoder` prints, per size and content, frames per second for
-//!  * bare:     `openh264` encoding pre-drawn I420 frames (nothing else);
-//!  * pipeline: what the pipeline thread does per frame — draw the frame into the reused
-//!              buffer, encode with whepcast's configuration, packetize into RTP.
+//!
+//! * bare: `openh264` encoding pre-drawn I420 frames (nothing else);
+//! * pipeline: what the pipeline thread does per frame — draw the frame into the reused
+//!   buffer, encode with whepcast's configuration, packetize into RTP.
+//!
 //! Both encode the same pictures with the same encoder settings, in one run.
 
 use std::time::{Duration, Instant, SystemTime};
