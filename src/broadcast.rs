@@ -52,6 +52,8 @@ pub struct MediaFrame {
 /// Counters for `/api/streams` and the logs.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// New pictures the source produced (read from its input, drawn, captured).
+    pub frames_in: AtomicU64,
     pub frames_encoded: AtomicU64,
     /// Frame slots skipped because the pipeline was behind the clock.
     pub frames_dropped: AtomicU64,
@@ -161,6 +163,7 @@ impl Broadcast {
                     encoder,
                     frame: I420Frame::new(settings.size),
                     packetizer: Packetizer::default(),
+                    frames_in: 0,
                 }
                 .run()
             })
@@ -211,7 +214,15 @@ impl Drop for Broadcast {
         self.shared.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
-            let _ = t.join();
+            // A source blocked on a silent pipe cannot notice the stop flag: give the thread
+            // half a second, then leave it to end with the process.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -261,6 +272,7 @@ struct Pipeline {
     encoder: Encoder,
     frame: I420Frame,
     packetizer: Packetizer,
+    frames_in: u64,
 }
 
 impl Pipeline {
@@ -312,16 +324,11 @@ impl Pipeline {
                 (window_start, window_frames) = (Instant::now(), encoded);
             }
 
-            if self.shared.tx.receiver_count() == 0 {
+            let watching = self.shared.tx.receiver_count() > 0;
+            if !watching && !self.source.drain_when_idle() {
                 // Nobody watching: keep time, spend nothing. The first viewer asks for an IDR.
                 idle = true;
                 continue;
-            }
-            if idle {
-                idle = false;
-                self.encoder.force_keyframe();
-                self.shared.keyframe_wanted.store(false, Ordering::Release);
-                last_key = Some(Instant::now());
             }
 
             let busy = Instant::now();
@@ -337,20 +344,12 @@ impl Pipeline {
                     continue;
                 }
             }
-            match self.source.fill(&mut self.frame, info) {
-                Ok(Fill::New) => {}
-                Ok(Fill::Unchanged) => {
-                    // Nothing new: encode only if someone needs a keyframe, or to send a
-                    // heartbeat frame now and then so players do not think the stream froze.
-                    let wanted = self.shared.keyframe_wanted.load(Ordering::Acquire);
-                    if !wanted && last_encode.elapsed() < HEARTBEAT {
-                        continue;
-                    }
-                }
+            let fill = match self.source.fill(&mut self.frame, info) {
                 Ok(Fill::Ended) => {
-                    tracing::info!("source ended after {} frames", self.encoder.frames());
+                    tracing::info!("source ended after {} frames", self.frames_in);
                     break;
                 }
+                Ok(fill) => fill,
                 Err(e) => {
                     if last_error.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5)) {
                         tracing::warn!("source failed: {e}");
@@ -358,6 +357,30 @@ impl Pipeline {
                     }
                     continue;
                 }
+            };
+            if fill == Fill::New {
+                self.frames_in += 1;
+                self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+            }
+            if !watching {
+                // Read only to keep the input flowing (a pipe must not stall its producer).
+                idle = true;
+                continue;
+            }
+            let resumed = std::mem::take(&mut idle);
+            if resumed {
+                self.encoder.force_keyframe();
+                self.shared.keyframe_wanted.store(false, Ordering::Release);
+                last_key = Some(Instant::now());
+            }
+            if fill == Fill::Unchanged
+                && !resumed
+                && !self.shared.keyframe_wanted.load(Ordering::Acquire)
+                && last_encode.elapsed() < HEARTBEAT
+            {
+                // Nothing new and nobody needs a keyframe: skip. A heartbeat frame now and
+                // then keeps players from deciding the stream froze.
+                continue;
             }
             last_encode = Instant::now();
             if last_key.is_none_or(|t| t.elapsed() >= MIN_FORCED_IDR_GAP)

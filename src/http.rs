@@ -192,6 +192,7 @@ async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
                 "bitrate": cfg.bitrate.bps(),
                 "keyint_seconds": cfg.keyint,
                 "viewers": s.viewers(),
+                "frames_in": st.frames_in.load(Ordering::Relaxed),
                 "frames_encoded": st.frames_encoded.load(Ordering::Relaxed),
                 "frames_dropped": st.frames_dropped.load(Ordering::Relaxed),
                 "keyframes": st.keyframes.load(Ordering::Relaxed),

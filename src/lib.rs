@@ -17,8 +17,10 @@
 //! * [`whep`]: viewer sessions: create, send, supervise, close.
 //! * [`http`]: the axum routes, the viewer page and the JSON API.
 //! * [`server`]: wires the stages together for `whepcast serve`.
+//! * [`Broadcaster`]: the whole server behind one handle, for programs that draw frames.
 
 pub mod broadcast;
+mod broadcaster;
 pub mod config;
 pub mod encode;
 pub mod http;
@@ -26,3 +28,5 @@ pub mod rtc;
 pub mod server;
 pub mod source;
 pub mod whep;
+
+pub use broadcaster::{Broadcaster, BroadcasterBuilder};

@@ -146,9 +146,11 @@ impl std::str::FromStr for StreamArg {
                 "keyint" => {
                     arg.keyint = Some(v.parse().map_err(|_| format!("keyint={v}: not a number"))?)
                 }
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown setting '{other}' in --stream {name}; use size, fps, bitrate, keyint"
-                )),
+                ))
+                }
             }
         }
         Ok(arg)

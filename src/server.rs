@@ -22,7 +22,7 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Config(String),
-    #[error("HTTP server: {0}")]
+    #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
 

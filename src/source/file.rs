@@ -62,6 +62,10 @@ impl Source for Y4m {
         Some(self.fps)
     }
 
+    fn drain_when_idle(&self) -> bool {
+        true
+    }
+
     fn fill(&mut self, frame: &mut I420Frame, _info: FrameInfo) -> Result<Fill, SourceError> {
         let w = self.decoder.get_width();
         match self.decoder.read_frame() {
@@ -99,6 +103,10 @@ impl Raw {
 impl Source for Raw {
     fn size(&self) -> Size {
         self.size
+    }
+
+    fn drain_when_idle(&self) -> bool {
+        true
     }
 
     fn fill(&mut self, frame: &mut I420Frame, _info: FrameInfo) -> Result<Fill, SourceError> {

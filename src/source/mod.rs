@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use pattern::{Barcode, Pattern};
-pub use push::{FramePusher, PushSource};
+pub use push::{channel as push_channel, FramePusher, PushSource};
 
 /// Errors a source can report.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +178,12 @@ pub trait Source {
     /// The frame rate the input dictates (a YUV4MPEG2 header), if any.
     fn native_fps(&self) -> Option<f64> {
         None
+    }
+    /// Whether to keep pulling pictures while nobody watches. True for pipes and files, so a
+    /// producer is never stalled and a file plays on in real time; false (the default) for
+    /// sources that would only waste work.
+    fn drain_when_idle(&self) -> bool {
+        false
     }
     /// Draws the next picture into `frame`, which has [`Source::size`] and holds whatever this
     /// source drew into it last time (or black).

@@ -276,7 +276,8 @@ pub(crate) fn draw_text(frame: &mut I420Frame, x: u32, y: u32, scale: u32, text:
 /// (tests prove motion with it; benchmarks measure glass-to-glass latency with it).
 ///
 /// 72 blocks, most significant bit first: 24 bits frame number, 40 bits Unix time in
-/// milliseconds (mod 2^40), 8 bits checksum (sum of the 8 payload bytes).
+/// milliseconds (mod 2^40), 8 bits checksum (0xA5 plus the 8 payload bytes, so a flat
+/// picture, all blocks black or all white, never reads as valid).
 /// `web/index.html` reads the same layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Barcode {
@@ -308,8 +309,12 @@ impl Barcode {
         let v = ((frame & 0xFF_FFFF) << 40) | (ms & 0xFF_FFFF_FFFF);
         let mut out = [0u8; 9];
         out[..8].copy_from_slice(&v.to_be_bytes());
-        out[8] = out[..8].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        out[8] = Self::checksum(&out[..8]);
         out
+    }
+
+    fn checksum(bytes: &[u8]) -> u8 {
+        bytes.iter().fold(0xA5u8, |a, b| a.wrapping_add(*b))
     }
 
     /// Draws frame number and capture time into `frame`.
@@ -349,8 +354,7 @@ impl Barcode {
                 bytes[(i / 8) as usize] |= 1 << (7 - i % 8);
             }
         }
-        let check = bytes[..8].iter().fold(0u8, |a, b| a.wrapping_add(*b));
-        if check != bytes[8] {
+        if Self::checksum(&bytes[..8]) != bytes[8] {
             return None;
         }
         let mut v = [0u8; 8];
@@ -417,6 +421,16 @@ mod tests {
                     "bar {i}: {got:?} vs {want:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn flat_pictures_carry_no_barcode() {
+        let size = Size::new(640, 360).unwrap();
+        let code = Barcode::for_size(size).unwrap();
+        for luma in [16u8, 235] {
+            let flat = vec![luma; size.area()];
+            assert_eq!(code.read(&flat, 640), None, "flat Y={luma}");
         }
     }
 

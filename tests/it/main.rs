@@ -3,5 +3,6 @@
 
 mod fanout;
 mod lifecycle;
+mod sources;
 mod support;
 mod whep;

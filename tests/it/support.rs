@@ -132,6 +132,87 @@ pub struct Decoded {
     /// Packets missing from the sequence-number run (lost, not yet recovered).
     pub rtp_gaps: u64,
     pub first_packet_at: Option<Instant>,
+    /// The latest decoded picture.
+    pub last: Option<Picture>,
+}
+
+/// A decoded picture, tightly packed I420.
+#[derive(Clone)]
+pub struct Picture {
+    pub width: usize,
+    pub height: usize,
+    pub y: Vec<u8>,
+    pub u: Vec<u8>,
+    pub v: Vec<u8>,
+}
+
+impl std::fmt::Debug for Picture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let centre = self.mean(self.width / 2 - 8, self.height / 2 - 8, 16, 16);
+        write!(
+            f,
+            "Picture {}x{}, centre YUV {centre:.0?}",
+            self.width, self.height
+        )
+    }
+}
+
+impl Picture {
+    fn copy(w: usize, h: usize, [y, u, v]: [&[u8]; 3], ys: usize, cs: usize) -> Self {
+        let rows = |p: &[u8], stride: usize, w: usize, h: usize| {
+            (0..h)
+                .flat_map(|r| p[r * stride..r * stride + w].iter().copied())
+                .collect()
+        };
+        Picture {
+            width: w,
+            height: h,
+            y: rows(y, ys, w, h),
+            u: rows(u, cs, w / 2, h / 2),
+            v: rows(v, cs, w / 2, h / 2),
+        }
+    }
+
+    /// Mean Y, U, V over a rectangle (in luma pixels).
+    pub fn mean(&self, x: usize, y: usize, w: usize, h: usize) -> [f64; 3] {
+        let mut sum = [0f64; 3];
+        for r in y..y + h {
+            for c in x..x + w {
+                sum[0] += self.y[r * self.width + c] as f64;
+                sum[1] += self.u[(r / 2) * (self.width / 2) + c / 2] as f64;
+                sum[2] += self.v[(r / 2) * (self.width / 2) + c / 2] as f64;
+            }
+        }
+        let n = (w * h) as f64;
+        sum.map(|s| s / n)
+    }
+
+    /// PSNR of the luma plane against a reference luma plane of the same size, in dB.
+    pub fn psnr_y(&self, reference: &[u8]) -> f64 {
+        let mse = self
+            .y
+            .iter()
+            .zip(reference)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum::<f64>()
+            / self.y.len() as f64;
+        10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10()
+    }
+}
+
+/// BT.601 limited-range Y, U, V of an RGB colour (what whepcast's conversion produces).
+pub fn yuv_of([r, g, b]: [u8; 3]) -> [f64; 3] {
+    let (r, g, b) = (r as f64, g as f64, b as f64);
+    [
+        16.0 + 0.257 * r + 0.504 * g + 0.098 * b,
+        128.0 - 0.148 * r - 0.291 * g + 0.439 * b,
+        128.0 + 0.439 * r - 0.368 * g - 0.071 * b,
+    ]
+}
+
+/// Whether two YUV colours are within `tol` on every channel.
+pub fn close(a: [f64; 3], b: [f64; 3], tol: f64) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
 }
 
 struct ClientHandler {
@@ -348,13 +429,20 @@ async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>, decod
         if let Ok(Some(yuv)) = decoder.decode(&au) {
             use openh264::formats::YUVSource;
             let (w, h) = yuv.dimensions();
-            let stride = yuv.strides().0;
-            size.get_or_insert(Barcode::for_size(Size::new(w as u32, h as u32).unwrap()));
-            if let Some(Some(code)) = size {
-                if let Some((n, _ms)) = code.read(yuv.y(), stride) {
+            let (ys, us, _) = yuv.strides();
+            if size.map(|(sw, sh, _)| (sw, sh)) != Some((w, h)) {
+                size = Some((
+                    w,
+                    h,
+                    Barcode::for_size(Size::new(w as u32, h as u32).unwrap()),
+                ));
+            }
+            if let Some((_, _, Some(code))) = size {
+                if let Some((n, _ms)) = code.read(yuv.y(), ys) {
                     state.numbers.push(n);
                 }
             }
+            state.last = Some(Picture::copy(w, h, [yuv.y(), yuv.u(), yuv.v()], ys, us));
             state.frames += 1;
             state.size = Some((w, h));
             state.first_frame_at.get_or_insert_with(Instant::now);

@@ -1,0 +1,440 @@
+//! Every kind of source reaches a real viewer: an X11 screen (Xvfb), a still image, YUV4MPEG2
+//! from a pipe, several named streams at once, and frames pushed by a program.
+
+use crate::support::*;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use whepcast::config::Size;
+use whepcast::server::StreamConfig;
+use whepcast::source::{ByteOrder, FrameInfo, I420Frame, OpenOptions, Pattern, Source, SourceSpec};
+
+/// Starts `whepcast serve ARGS --listen 127.0.0.1:0` and returns it with its base URL.
+fn spawn_serve(args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> (Running, String) {
+    spawn_serve_feeding(args, env, stdin, |_| {})
+}
+
+/// Like [`spawn_serve`], calling `feed` with the child before waiting for its URL (a source
+/// reading standard input needs its header before the server can start).
+fn spawn_serve_feeding(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Stdio,
+    feed: impl FnOnce(&mut Child),
+) -> (Running, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_whepcast"));
+    cmd.arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("whepcast starts");
+    feed(&mut child);
+    let mut child = Running(child);
+    let base = read_url(&mut child.0);
+    (child, base)
+}
+
+/// Reads stdout until a line with an http:// URL; returns it without a trailing slash.
+fn read_url(child: &mut Child) -> String {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("exited before printing its URL");
+        }
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            return url.trim_end_matches('/').to_string();
+        }
+    }
+}
+
+/// A child process that is stopped (SIGTERM) when dropped, so a failing test leaves no
+/// server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(child: Running) {
+    drop(child);
+}
+
+/// A private X server.
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start(display_number: u32, width: u32, height: u32) -> Xvfb {
+        let display = format!(":{display_number}");
+        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{display_number}"));
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(format!("/tmp/.X{display_number}-lock"));
+        // -noreset: otherwise the server resets (root back to black) whenever its last
+        // client, such as xsetroot, disconnects.
+        let geometry = format!("{width}x{height}x24");
+        let child = Command::new("Xvfb")
+            .args([
+                &display,
+                "-screen",
+                "0",
+                &geometry,
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb is installed (scripts/setup-test.sh installs it)");
+        for _ in 0..100 {
+            if socket.exists() && xsetroot_status(&display, "#000000") {
+                return Xvfb { child, display };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("Xvfb {display} did not come up");
+    }
+
+    fn fill(&self, colour: &str) {
+        assert!(xsetroot_status(&self.display, colour), "xsetroot {colour}");
+    }
+}
+
+fn xsetroot_status(display: &str, colour: &str) -> bool {
+    Command::new("xsetroot")
+        .args(["-display", display, "-solid", colour])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const RED: [u8; 3] = [255, 0, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+const GREEN: [u8; 3] = [0, 255, 0];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screen_capture_follows_the_display_through_changes_loss_and_a_new_size() {
+    let n = 40 + std::process::id() % 50;
+    let x = Xvfb::start(n, 640, 480);
+    x.fill("#ff0000");
+    let (server, base) = spawn_serve(
+        &["--source", "screen", "--fps", "15"],
+        &[("DISPLAY", &x.display)],
+        Stdio::null(),
+    );
+    let mut viewer = Viewer::connect(&format!("{base}/whep")).await;
+
+    let centre = |d: &Decoded| {
+        let p = d.last.as_ref().unwrap();
+        p.mean(p.width / 2 - 40, p.height / 2 - 40, 80, 80)
+    };
+    let d = viewer
+        .wait_for("the red screen", |d| {
+            d.last.is_some() && close(centre(d), yuv_of(RED), 12.0)
+        })
+        .await;
+    assert_eq!(d.size, Some((640, 480)), "decoded size is the display's");
+
+    // Changing what the display shows changes what the viewer decodes.
+    x.fill("#0000ff");
+    viewer
+        .wait_for("the blue screen", |d| close(centre(d), yuv_of(BLUE), 12.0))
+        .await;
+
+    // The X server goes away: viewers get the "source lost" picture (flat grey, Y = 60).
+    let display = x.display.clone();
+    drop(x);
+    viewer
+        .wait_for("the source-lost picture", |d| {
+            let p = d.last.as_ref().unwrap();
+            close(p.mean(0, 0, 100, 100), [60.0, 128.0, 128.0], 8.0)
+        })
+        .await;
+
+    // It comes back at another size: capture resumes by itself, at the new size.
+    let x = Xvfb::start(n, 800, 600);
+    assert_eq!(x.display, display);
+    x.fill("#00ff00");
+    let d = viewer
+        .wait_for("the green screen at 800x600", |d| {
+            d.size == Some((800, 600)) && close(centre(d), yuv_of(GREEN), 12.0)
+        })
+        .await;
+    assert_eq!(d.size, Some((800, 600)));
+    viewer.close().await;
+    stop(server);
+}
+
+/// A smooth synthetic picture: gradients and a few flat shapes.
+fn write_test_image(path: &Path, w: u32, h: u32) -> image::RgbaImage {
+    let img = image::RgbaImage::from_fn(w, h, |x, y| {
+        let inside = (x as i32 - 200).pow(2) + (y as i32 - 150).pow(2) < 60 * 60;
+        if inside {
+            image::Rgba([230, 40, 40, 255])
+        } else if (400..560).contains(&x) && (60..200).contains(&y) {
+            image::Rgba([30, 200, 90, 255])
+        } else {
+            image::Rgba([(x * 255 / w) as u8, (y * 255 / h) as u8, 128, 255])
+        }
+    });
+    img.save(path).unwrap();
+    img
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_source_matches_the_picture() {
+    let dir = tempdir();
+    let path = dir.join("still.png");
+    let img = write_test_image(&path, 640, 360);
+    let mut reference = I420Frame::new(Size::new(640, 360).unwrap());
+    reference
+        .fill_from_rgba(img.as_raw(), 640 * 4, ByteOrder::Rgba)
+        .unwrap();
+
+    let server = TestServer::with_streams(vec![StreamConfig::from_spec(
+        "main",
+        SourceSpec::Image(path.clone()),
+        OpenOptions::default(),
+        settings(Size::new(640, 360).unwrap(), 30, 2.0),
+    )])
+    .await;
+    let mut viewer = Viewer::connect(&server.url("/whep")).await;
+    // A still image is re-encoded only for keyframes and a heartbeat: the first frame (the
+    // joiner's IDR) comes at once, the next about a second later.
+    let d = viewer.wait_for("two frames", |d| d.frames >= 2).await;
+    let picture = d.last.unwrap();
+    assert_eq!((picture.width, picture.height), (640, 360));
+    let psnr = picture.psnr_y(reference.planes().0);
+    // Smooth gradients and flat shapes at 1.5 Mbit/s: OpenH264 lands well above 40 dB here;
+    // 35 dB fails on a wrong scale, offset, colour matrix or a broken frame (those score < 20).
+    assert!(psnr > 35.0, "PSNR-Y {psnr:.1} dB");
+    eprintln!("image source PSNR-Y: {psnr:.1} dB");
+    let api = server.api().await;
+    assert!(
+        api["streams"][0]["frames_encoded"].as_u64().unwrap() < 10,
+        "a still is not re-encoded every tick: {api}"
+    );
+    viewer.close().await;
+    server.stop().await;
+}
+
+/// A unique empty directory under the target dir.
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "whepcast-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(1);
+    h.finish()
+}
+
+/// Writes `frames` pattern frames (barcode = frame number) as YUV4MPEG2, then closes.
+fn write_y4m(mut stdin: std::process::ChildStdin, size: Size, frames: u64) {
+    let mut out = y4m::encode(
+        size.width as usize,
+        size.height as usize,
+        y4m::Ratio::new(30, 1),
+    )
+    .with_colorspace(y4m::Colorspace::C420jpeg)
+    .write_header(&mut stdin)
+    .unwrap();
+    let mut pattern = Pattern::new(size);
+    let mut frame = I420Frame::new(size);
+    for n in 0..frames {
+        let info = FrameInfo {
+            number: n,
+            wall: std::time::SystemTime::now(),
+        };
+        pattern.fill(&mut frame, info).unwrap();
+        let (y, u, v) = frame.planes();
+        out.write_frame(&y4m::Frame::new([y, u, v], None)).unwrap();
+    }
+    drop(out);
+    stdin.flush().unwrap();
+    // Dropping stdin closes the pipe: end of input.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn y4m_from_a_pipe_round_trips_and_its_end_ends_the_stream() {
+    const FRAMES: u64 = 90;
+    let size = Size::new(320, 240).unwrap();
+    let mut writer = None;
+    let (server, base) =
+        spawn_serve_feeding(&["--source", "y4m:-"], &[], Stdio::piped(), |child| {
+            let stdin = child.stdin.take().unwrap();
+            writer = Some(std::thread::spawn(move || write_y4m(stdin, size, FRAMES)));
+        });
+    let writer = writer.unwrap();
+
+    let mut viewer = Viewer::connect(&format!("{base}/whep")).await;
+    let d = viewer
+        .wait_for("frames from the pipe", |d| d.numbers.len() >= 30)
+        .await;
+    assert_eq!(d.size, Some((320, 240)), "size comes from the y4m header");
+    assert!(
+        d.numbers.windows(2).all(|w| w[1] > w[0]),
+        "in order: {:?}",
+        d.numbers
+    );
+    assert!(
+        d.numbers.iter().all(|&n| (n as u64) < FRAMES),
+        "{:?}",
+        d.numbers
+    );
+    writer.join().unwrap();
+
+    // End of input: the stream ends, the viewer's session is closed, new viewers hear 410.
+    let api = |base: String| async move {
+        let text = reqwest::get(format!("{base}/api/streams"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let ended = eventually(Duration::from_secs(10), || {
+        let base = base.clone();
+        async move { api(base).await["streams"][0]["state"] == "ended" }
+    })
+    .await;
+    assert!(ended, "stream never ended");
+    let a = api(base.clone()).await;
+    assert_eq!(
+        a["streams"][0]["frames_in"], FRAMES,
+        "every frame read exactly once: {a}"
+    );
+    let closed = eventually(Duration::from_secs(5), || {
+        let base = base.clone();
+        async move { api(base).await["sessions"]["active"] == 0 }
+    })
+    .await;
+    assert!(closed, "viewer session not closed at end of stream");
+    let (_pc, offer_sdp, _) = offer().await;
+    let (status, _, body) = post(&format!("{base}/whep"), Some("application/sdp"), offer_sdp).await;
+    assert_eq!(status, 410, "{body}");
+    assert!(body.contains("ended"), "{body}");
+    viewer.close().await;
+    stop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_named_streams_each_show_their_own_picture() {
+    let dir = tempdir();
+    let blue = dir.join("blue.png");
+    image::RgbaImage::from_pixel(320, 240, image::Rgba([0, 0, 255, 255]))
+        .save(&blue)
+        .unwrap();
+    let size = Size::new(320, 240).unwrap();
+    let server = TestServer::with_streams(vec![
+        StreamConfig::from_spec(
+            "bars",
+            SourceSpec::Pattern,
+            OpenOptions {
+                size: Some(size),
+                pixel_format: None,
+            },
+            settings(size, 30, 2.0),
+        ),
+        StreamConfig::from_spec(
+            "blue",
+            SourceSpec::Image(blue),
+            OpenOptions::default(),
+            settings(size, 30, 2.0),
+        ),
+    ])
+    .await;
+    let mut a = Viewer::connect(&server.url("/whep/bars")).await;
+    let mut b = Viewer::connect(&server.url("/whep/blue")).await;
+    a.wait_for("pattern frames with numbers", |d| d.numbers.len() >= 10)
+        .await;
+    let d = b.wait_for("a blue frame", |d| d.last.is_some()).await;
+    let p = d.last.unwrap();
+    assert!(
+        close(p.mean(0, 0, 320, 240), yuv_of([0, 0, 255]), 10.0),
+        "stream 'blue' is blue"
+    );
+    assert!(d.numbers.is_empty(), "stream 'blue' carries no pattern");
+
+    let api = server.api().await;
+    let streams = api["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2);
+    for s in streams {
+        assert_eq!(s["viewers"], 1, "{s}");
+    }
+    // The plain endpoint is the first stream; the viewer page serves each by name.
+    assert_eq!(
+        reqwest::get(server.url("/view/blue"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    a.close().await;
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canvas_example_reaches_a_viewer() {
+    // `cargo test` builds the examples next to the test binaries.
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_whepcast"))
+        .parent()
+        .unwrap()
+        .join("examples/canvas");
+    assert!(exe.exists(), "{} not built", exe.display());
+    let mut child = Running(
+        Command::new(&exe)
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let base = read_url(&mut child.0);
+    let mut viewer = Viewer::connect(&format!("{base}/whep")).await;
+    // The example writes the frame number in binary as 16 squares along the bottom.
+    let counter = |p: &Picture| -> u32 {
+        (0..16).fold(0, |acc, bit| {
+            let on = p.mean(16 + bit * 38 + 8, 360 - 22, 14, 8)[0] > 128.0;
+            acc << 1 | on as u32
+        })
+    };
+    let first = viewer.wait_for("a frame", |d| d.last.is_some()).await;
+    let start = counter(first.last.as_ref().unwrap());
+    let d = viewer
+        .wait_for("the counter to advance", |d| {
+            counter(d.last.as_ref().unwrap()) >= start + 20
+        })
+        .await;
+    assert_eq!(d.size, Some((640, 360)));
+    viewer.close().await;
+    stop(child);
+}
