@@ -68,3 +68,29 @@ test("viewer page reconnects by itself when the server restarts", async () => {
     await server.stop();
   }
 });
+
+test("the page lists every stream with live viewer counts and plays any by name", async () => {
+  const server = await startServer(["--stream", "desk=pattern,size=640x360", "--stream", "small=pattern,size=320x240,fps=15"]);
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(server.url + "/");
+    // `/` plays the first stream and lists both, counting this viewer.
+    await waitInPage(page, () => window.whepcast.framesDecoded >= 10 && window.whepcast.width === 640);
+    await waitInPage(page, () => {
+      const items = [...document.querySelectorAll("#streams li")].map((li) => li.textContent);
+      return items.length === 2 && items[0].startsWith("desk") && items[0].includes("1 watching")
+        && items[1].startsWith("small") && items[1].includes("0 watching");
+    });
+    // Following the link plays the other stream.
+    await page.click("#streams li:nth-child(2) a");
+    await page.waitForURL("**/view/small");
+    const s = await waitInPage(page, () => window.whepcast.framesDecoded >= 10 && window.whepcast);
+    assert.equal(s.width, 320);
+    assert.equal(s.height, 240);
+    assert.equal(s.endpoint, "/whep/small");
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});

@@ -105,6 +105,9 @@ impl Xvfb {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("Xvfb {display} did not come up");
     }
 
@@ -277,7 +280,6 @@ fn write_y4m(mut stdin: std::process::ChildStdin, size: Size, frames: u64) {
         let (y, u, v) = frame.planes();
         out.write_frame(&y4m::Frame::new([y, u, v], None)).unwrap();
     }
-    drop(out);
     stdin.flush().unwrap();
     // Dropping stdin closes the pipe: end of input.
 }
