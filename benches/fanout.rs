@@ -26,8 +26,13 @@ fn start(name: &'static str, size: &str, fps: u32, kbps: u32) -> Option<Target> 
     let mut cmd = match name {
         "whepcast" => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_whepcast"));
-            c.args(["serve", "--listen", "127.0.0.1:0", "--size", size])
-                .args(["--fps", &fps.to_string(), "--bitrate", &format!("{kbps}k")]);
+            // FANOUT_SOURCE=screen measures screen sharing (of the display in DISPLAY).
+            let source = std::env::var("FANOUT_SOURCE").unwrap_or_else(|_| "pattern".into());
+            c.args(["serve", "--listen", "127.0.0.1:0", "--source", &source]);
+            if source == "pattern" {
+                c.args(["--size", size]);
+            }
+            c.args(["--fps", &fps.to_string(), "--bitrate", &format!("{kbps}k")]);
             c
         }
         _ => {
@@ -172,7 +177,11 @@ async fn main() {
     println!("| server | viewers | CPU % of one core | RSS MB | per-viewer kbps (min / median) | RTP loss % |");
     println!("|---|---|---|---|---|---|");
     for &n in &counts {
+        let only_ours = std::env::var("FANOUT_SOURCE").is_ok_and(|s| s != "pattern");
         for name in ["whepcast", "gst-webrtcbin"] {
+            if only_ours && name != "whepcast" {
+                continue;
+            }
             match measure(name, n, window).await {
                 Some(r) => println!(
                     "| {} | {} | {:.1} | {:.1} | {:.0} / {:.0} | {:.2} |",

@@ -15,10 +15,19 @@ case $what in
   encoder) cargo bench --locked --bench encoder ;;
   fanout) netns "cargo bench --locked --offline --bench fanout -- $*" ;;
   ttff) netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs $*" ;;
+  capture)
+    # A 1920x1080 X display with a static plaid root (an idle desktop: capture costs the
+    # same whatever is shown; encoding a still screen is cheap).
+    Xvfb :97 -screen 0 1920x1080x24 -nolisten tcp -noreset >/dev/null 2>&1 & xvfb=$!
+    sleep 1
+    DISPLAY=:97 xsetroot -mod 7 7 -fg '#336699' -bg '#ffcc00' 
+    DISPLAY=:97 cargo bench --locked --bench capture
+    netns "DISPLAY=:97 FANOUT_SOURCE=screen cargo bench --locked --offline --bench fanout -- 1 10"
+    kill $xvfb ;;
   all)
     cargo bench --locked --bench encoder
     netns "cargo bench --locked --offline --bench fanout -- 0,1,8 10"
     netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs 10"
     ;;
-  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|all]" >&2; exit 2 ;;
 esac
