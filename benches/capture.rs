@@ -25,12 +25,19 @@ fn main() {
         let t = Instant::now();
         let bgra = capturer.frame().expect("frame");
         let t1 = Instant::now();
-        frame.fill_from_rgba(&bgra, w * 4, ByteOrder::Bgra).expect("convert");
+        frame
+            .fill_from_rgba(&bgra, w * 4, ByteOrder::Bgra)
+            .expect("convert");
         convert += t1.elapsed();
         grab += t1 - t;
     }
     println!("| display | grab ms/frame | BGRA→I420 ms/frame | total ms/frame |");
     println!("|---|---|---|---|");
     let ms = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
-    println!("| {w}x{h} | {:.2} | {:.2} | {:.2} |", ms(grab), ms(convert), ms(grab + convert));
+    println!(
+        "| {w}x{h} | {:.2} | {:.2} | {:.2} |",
+        ms(grab),
+        ms(convert),
+        ms(grab + convert)
+    );
 }

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the build (idempotent):
 #  - chromium: the real browser the viewer-page tests drive (Debian's, decodes H.264)
+#  - ffmpeg: ffprobe reads back what `whepcast encode` writes
 #  - xvfb + x11-xserver-utils: a real X server (and xsetroot) for the screen-capture tests
 #  - iproute2 + util-linux: `ip` and `unshare` for the loopback-only network namespace
 #  - Node packages for the browser tests (playwright-core drives Chromium; pngjs reads screenshots)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-build.sh
-pkgs=(chromium xvfb x11-xserver-utils iproute2 util-linux)
+pkgs=(chromium ffmpeg xvfb x11-xserver-utils iproute2 util-linux)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -18,9 +18,11 @@
 //! * [`http`]: the axum routes, the viewer page and the JSON API.
 //! * [`server`]: wires the stages together for `whepcast serve`.
 //! * [`Broadcaster`]: the whole server behind one handle, for programs that draw frames.
+//! * [`check`]: `whepcast encode`, the CI encode check (encode, write, decode back, judge).
 
 pub mod broadcast;
 mod broadcaster;
+pub mod check;
 pub mod config;
 pub mod encode;
 pub mod http;

@@ -20,6 +20,49 @@ struct Cli {
 enum Command {
     /// Serve a stream to browsers: open the printed URL, or POST a WHEP offer to /whep.
     Serve(ServeArgs),
+    /// Encode a source to a file with the broadcaster's encoder, decode it back and check
+    /// quality and format. Exit 0 when every check passed, 1 when one failed, 2 on bad input.
+    Encode(EncodeArgs),
+}
+
+#[derive(clap::Args)]
+struct EncodeArgs {
+    /// What to encode (same sources as serve).
+    #[arg(long, default_value = "pattern")]
+    source: SourceSpec,
+    /// Picture size, WIDTHxHEIGHT (both even); a screen or y4m input has its own.
+    #[arg(long)]
+    size: Option<Size>,
+    /// Layout of raw input frames.
+    #[arg(long, value_enum, default_value = "i420")]
+    pixel_format: PixelFormat,
+    /// Frames per second (timestamps, rate control).
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Frames to encode.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    frames: u64,
+    /// Target bit rate: 2500k, 4M, ...
+    #[arg(long, default_value = "2500k")]
+    bitrate: Bitrate,
+    /// Seconds between keyframes; when given, the keyframes written are checked against it.
+    #[arg(long)]
+    keyint: Option<f32>,
+    /// Output file: .h264 (Annex B) or .mp4.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Write the full report as JSON to this file.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+    /// Print the JSON report alone on stdout (no summary, no progress).
+    #[arg(long)]
+    json: bool,
+    /// Fail unless the mean PSNR-Y reaches this many dB.
+    #[arg(long)]
+    min_psnr: Option<f64>,
+    /// Fail when the achieved bit rate is off the target by more than this many percent.
+    #[arg(long)]
+    max_bitrate_error: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -78,17 +121,109 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-        }
-    });
+    let args = match cli.command {
+        Command::Encode(args) => return encode(args),
+        Command::Serve(args) => args,
+    };
+    let result = runtime.block_on(serve(args));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `whepcast encode`: exit 0 pass, 1 a check failed (or encoding broke), 2 bad input.
+fn encode(args: EncodeArgs) -> std::process::ExitCode {
+    use std::io::IsTerminal;
+    use whepcast::check::{self, CheckConfig, CheckError, Container};
+    let usage = |msg: String| {
+        eprintln!("error: {msg}\n\nUsage: whepcast encode --source SOURCE --size WxH --fps N --frames N --bitrate RATE --out FILE.h264|FILE.mp4");
+        std::process::ExitCode::from(2)
+    };
+    if let Err(e) = Container::from_path(&args.out) {
+        return usage(e);
+    }
+    let config = CheckConfig {
+        source: args.source,
+        open: OpenOptions {
+            size: args.size,
+            pixel_format: Some(args.pixel_format),
+        },
+        settings: EncodeSettings {
+            size: args.size.unwrap_or_default(),
+            fps: args.fps,
+            bitrate: args.bitrate,
+            keyint: args.keyint.unwrap_or(2.0),
+        },
+        frames: args.frames,
+        out: args.out,
+        min_psnr: args.min_psnr,
+        max_bitrate_error: args.max_bitrate_error,
+        check_keyint: args.keyint.is_some(),
+    };
+    if let Err(e) = config.settings.validate() {
+        return usage(e);
+    }
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(config.frames);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} frames, {per_sec}, eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut last_line = 0u64;
+    let quiet = args.json;
+    let mut progress = |done: u64, total: u64| match &bar {
+        Some(b) => b.set_position(done),
+        // Not a terminal (CI logs): a plain line every 10 %.
+        None if !quiet && (done * 10 / total > last_line || done == total) => {
+            last_line = done * 10 / total;
+            eprintln!("encoded {done}/{total} frames");
+        }
+        None => {}
+    };
+    let report = match check::run(&config, &mut progress) {
+        Ok(r) => r,
+        Err(e @ (CheckError::Source(_) | CheckError::Settings(_))) => return usage(e.to_string()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let json = match serde_json::to_string_pretty(&report) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = &args.report {
+        if let Err(e) = std::fs::write(path, &json) {
+            eprintln!("error: writing {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", report.human());
+    }
+    for c in report.checks.iter().filter(|c| !c.passed) {
+        eprintln!("check failed: {} — {}", c.name, c.detail);
+    }
+    if report.passed {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     }
 }
 
