@@ -6,13 +6,15 @@
 //! * pipeline: what the pipeline thread does per frame — draw the frame into the reused
 //!   buffer, encode with whepcast's configuration, packetize into RTP.
 //!
-//! Both encode the same pictures with the same encoder settings, in one run.
+//! Both encode the same pictures with the same encoder settings, in one run; then the same
+//! frames are encoded once more and decoded back for the mean PSNR-Y. Content: the test
+//! pattern, and a desktop-like picture (windows, text, a line being typed, a moving pointer).
 
 use std::time::{Duration, Instant, SystemTime};
 use whepcast::broadcast::Packetizer;
 use whepcast::config::{Bitrate, EncodeSettings, Size};
 use whepcast::encode::Encoder;
-use whepcast::source::{FrameInfo, I420Frame, Pattern, Source};
+use whepcast::source::{ByteOrder, FrameInfo, I420Frame, Pattern, Source};
 
 fn info(number: u64) -> FrameInfo {
     FrameInfo {
@@ -21,18 +23,100 @@ fn info(number: u64) -> FrameInfo {
     }
 }
 
-fn bench(size: Size, frames: u64) -> (f64, f64) {
+/// A desktop-like picture: a light background, two windows with title bars and lines of
+/// text, a text line that grows as if typed, and a mouse pointer that moves every frame.
+struct Desktop {
+    size: Size,
+    rgba: Vec<u8>,
+    base: Vec<u8>,
+}
+
+impl Desktop {
+    fn new(size: Size) -> Self {
+        let (w, h) = (size.width as usize, size.height as usize);
+        let mut base = vec![0u8; w * h * 4];
+        let rect = |buf: &mut Vec<u8>, x0: usize, y0: usize, rw: usize, rh: usize, c: [u8; 3]| {
+            for y in y0..(y0 + rh).min(h) {
+                for x in x0..(x0 + rw).min(w) {
+                    buf[(y * w + x) * 4..(y * w + x) * 4 + 4].copy_from_slice(&[c[0], c[1], c[2], 255]);
+                }
+            }
+        };
+        rect(&mut base, 0, 0, w, h, [222, 226, 230]);
+        for (x0, y0, ww, wh) in [(w / 20, h / 12, w / 2, h * 2 / 3), (w / 2, h / 4, w * 9 / 20, h * 2 / 3)] {
+            rect(&mut base, x0, y0, ww, wh, [255, 255, 255]);
+            rect(&mut base, x0, y0, ww, 28, [52, 101, 164]);
+            let text = "fn main() { println!(\"hello, whepcast\"); } // 0123456789 abcdef";
+            for line in 0..(wh - 40) / 18 {
+                draw_text(&mut base, w, x0 + 10, y0 + 36 + line * 18, &text[line % 7..]);
+            }
+        }
+        Self { size, rgba: base.clone(), base }
+    }
+
+    fn fill(&mut self, frame: &mut I420Frame, n: u64) {
+        let w = self.size.width as usize;
+        self.rgba.copy_from_slice(&self.base);
+        // A typed line and a moving pointer.
+        let typed = "typing into the terminal, one character per frame ...".repeat(4);
+        let len = (n as usize / 2) % typed.len();
+        draw_text(&mut self.rgba, w, 40, self.size.height as usize - 30, &typed[..len]);
+        let (px, py) = ((n as usize * 7) % (w - 20), (n as usize * 3) % (self.size.height as usize - 20));
+        for y in 0..16 {
+            for x in 0..=y / 2 {
+                let i = ((py + y) * w + px + x) * 4;
+                self.rgba[i..i + 3].copy_from_slice(&[0, 0, 0]);
+            }
+        }
+        frame.fill_from_rgba(&self.rgba, w * 4, ByteOrder::Rgba).unwrap();
+    }
+}
+
+/// Dark 8x8 text on the RGBA picture.
+fn draw_text(rgba: &mut [u8], w: usize, x: usize, y: usize, text: &str) {
+    use font8x8::UnicodeFonts;
+    for (i, ch) in text.chars().enumerate() {
+        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else { continue };
+        for (gy, bits) in glyph.iter().enumerate() {
+            for gx in 0..8 {
+                let (px, py) = (x + i * 8 + gx, y + gy);
+                if bits & (1 << gx) != 0 && px < w && (py * w + px) * 4 + 3 < rgba.len() {
+                    rgba[(py * w + px) * 4..(py * w + px) * 4 + 3].copy_from_slice(&[30, 30, 30]);
+                }
+            }
+        }
+    }
+}
+
+/// One kind of content, drawn into a frame.
+trait Content {
+    fn draw(&mut self, frame: &mut I420Frame, n: u64);
+}
+
+impl Content for Pattern {
+    fn draw(&mut self, frame: &mut I420Frame, n: u64) {
+        self.fill(frame, info(n)).unwrap();
+    }
+}
+
+impl Content for Desktop {
+    fn draw(&mut self, frame: &mut I420Frame, n: u64) {
+        self.fill(frame, n)
+    }
+}
+
+fn bench(size: Size, frames: u64, content: &dyn Fn() -> Box<dyn Content>) -> (f64, f64, f64) {
     let settings = EncodeSettings {
         size,
         fps: 30,
         bitrate: Bitrate(2_500_000),
         keyint: 2.0,
     };
-    let mut pattern = Pattern::new(size);
+    let mut source = content();
     let pre: Vec<I420Frame> = (0..frames)
         .map(|n| {
             let mut f = I420Frame::new(size);
-            pattern.fill(&mut f, info(n)).unwrap();
+            source.draw(&mut f, n);
             f
         })
         .collect();
@@ -49,29 +133,57 @@ fn bench(size: Size, frames: u64) -> (f64, f64) {
         bare = bare.max(frames as f64 / t.elapsed().as_secs_f64());
 
         let mut enc = Encoder::new(settings).unwrap();
-        let mut pattern = Pattern::new(size);
+        let mut source = content();
         let mut frame = I420Frame::new(size);
         let mut packetizer = Packetizer::default();
         let t = Instant::now();
         for n in 0..frames {
-            pattern.fill(&mut frame, info(n)).unwrap();
+            source.draw(&mut frame, n);
             let out = enc.encode(&frame).unwrap();
             packetizer.packetize(out.annexb, n as u32 * 3000);
         }
         pipeline = pipeline.max(frames as f64 / t.elapsed().as_secs_f64());
     }
-    (bare, pipeline)
+    // Quality of the same encode: decode each frame back, PSNR-Y against its source.
+    let mut enc = Encoder::new(settings).unwrap();
+    let mut dec = openh264::decoder::Decoder::new().unwrap();
+    let mut total = 0.0;
+    for f in &pre {
+        let out = enc.encode(f).unwrap();
+        let yuv = dec.decode(out.annexb).unwrap().unwrap();
+        total += psnr_y(f, &yuv);
+    }
+    (bare, pipeline, total / frames as f64)
+}
+
+fn psnr_y(src: &I420Frame, dec: &openh264::decoder::DecodedYUV<'_>) -> f64 {
+    use openh264::formats::YUVSource;
+    let w = src.size().width as usize;
+    let stride = dec.strides().0;
+    let mut se = 0f64;
+    for (row, line) in src.planes().0.chunks_exact(w).enumerate() {
+        for (a, b) in line.iter().zip(&dec.y()[row * stride..]) {
+            se += (*a as f64 - *b as f64).powi(2);
+        }
+    }
+    10.0 * (255.0f64 * 255.0 / (se / src.size().area() as f64).max(1e-9)).log10()
 }
 
 fn main() {
-    println!("| content | size | bare openh264 fps | whepcast pipeline fps | ratio |");
-    println!("|---|---|---|---|---|");
+    println!("| content | size | bare openh264 fps | whepcast pipeline fps | ratio | PSNR-Y dB at 2.5 Mbit/s |");
+    println!("|---|---|---|---|---|---|");
     for (size, frames) in [("1280x720", 300), ("1920x1080", 200)] {
         let size: Size = size.parse().unwrap();
-        let (bare, pipeline) = bench(size, frames);
-        println!(
-            "| pattern | {size} | {bare:.0} | {pipeline:.0} | {:.2} |",
-            pipeline / bare
-        );
+        let kinds: [(&str, Box<dyn Fn() -> Box<dyn Content>>); 2] = [
+            ("pattern", Box::new(move || Box::new(Pattern::new(size)))),
+            ("desktop", Box::new(move || Box::new(Desktop::new(size)))),
+        ];
+        for (name, make) in kinds {
+            let (bare, pipeline, psnr) = bench(size, frames, &*make);
+            println!(
+                "| {name} | {size} | {bare:.0} | {pipeline:.0} | {:.2} | {psnr:.1} |",
+                pipeline / bare
+            );
+        }
     }
 }

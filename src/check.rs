@@ -417,7 +417,7 @@ impl Sink {
                 // MP4 samples hold length-prefixed NAL units; SPS/PPS live in avcC.
                 sample.clear();
                 for unit in nal_units(annexb) {
-                    if matches!(unit.first().map(|b| b & 0x1f), Some(7 | 8 | 9)) {
+                    if matches!(unit.first().map(|b| b & 0x1f), Some(7..=9)) {
                         continue;
                     }
                     sample.extend_from_slice(&(unit.len() as u32).to_be_bytes());
