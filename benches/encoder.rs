@@ -38,20 +38,34 @@ impl Desktop {
         let rect = |buf: &mut Vec<u8>, x0: usize, y0: usize, rw: usize, rh: usize, c: [u8; 3]| {
             for y in y0..(y0 + rh).min(h) {
                 for x in x0..(x0 + rw).min(w) {
-                    buf[(y * w + x) * 4..(y * w + x) * 4 + 4].copy_from_slice(&[c[0], c[1], c[2], 255]);
+                    buf[(y * w + x) * 4..(y * w + x) * 4 + 4]
+                        .copy_from_slice(&[c[0], c[1], c[2], 255]);
                 }
             }
         };
         rect(&mut base, 0, 0, w, h, [222, 226, 230]);
-        for (x0, y0, ww, wh) in [(w / 20, h / 12, w / 2, h * 2 / 3), (w / 2, h / 4, w * 9 / 20, h * 2 / 3)] {
+        for (x0, y0, ww, wh) in [
+            (w / 20, h / 12, w / 2, h * 2 / 3),
+            (w / 2, h / 4, w * 9 / 20, h * 2 / 3),
+        ] {
             rect(&mut base, x0, y0, ww, wh, [255, 255, 255]);
             rect(&mut base, x0, y0, ww, 28, [52, 101, 164]);
             let text = "fn main() { println!(\"hello, whepcast\"); } // 0123456789 abcdef";
             for line in 0..(wh - 40) / 18 {
-                draw_text(&mut base, w, x0 + 10, y0 + 36 + line * 18, &text[line % 7..]);
+                draw_text(
+                    &mut base,
+                    w,
+                    x0 + 10,
+                    y0 + 36 + line * 18,
+                    &text[line % 7..],
+                );
             }
         }
-        Self { size, rgba: base.clone(), base }
+        Self {
+            size,
+            rgba: base.clone(),
+            base,
+        }
     }
 
     fn fill(&mut self, frame: &mut I420Frame, n: u64) {
@@ -60,15 +74,26 @@ impl Desktop {
         // A typed line and a moving pointer.
         let typed = "typing into the terminal, one character per frame ...".repeat(4);
         let len = (n as usize / 2) % typed.len();
-        draw_text(&mut self.rgba, w, 40, self.size.height as usize - 30, &typed[..len]);
-        let (px, py) = ((n as usize * 7) % (w - 20), (n as usize * 3) % (self.size.height as usize - 20));
+        draw_text(
+            &mut self.rgba,
+            w,
+            40,
+            self.size.height as usize - 30,
+            &typed[..len],
+        );
+        let (px, py) = (
+            (n as usize * 7) % (w - 20),
+            (n as usize * 3) % (self.size.height as usize - 20),
+        );
         for y in 0..16 {
             for x in 0..=y / 2 {
                 let i = ((py + y) * w + px + x) * 4;
                 self.rgba[i..i + 3].copy_from_slice(&[0, 0, 0]);
             }
         }
-        frame.fill_from_rgba(&self.rgba, w * 4, ByteOrder::Rgba).unwrap();
+        frame
+            .fill_from_rgba(&self.rgba, w * 4, ByteOrder::Rgba)
+            .unwrap();
     }
 }
 
@@ -76,7 +101,9 @@ impl Desktop {
 fn draw_text(rgba: &mut [u8], w: usize, x: usize, y: usize, text: &str) {
     use font8x8::UnicodeFonts;
     for (i, ch) in text.chars().enumerate() {
-        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else { continue };
+        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else {
+            continue;
+        };
         for (gy, bits) in glyph.iter().enumerate() {
             for gx in 0..8 {
                 let (px, py) = (x + i * 8 + gx, y + gy);

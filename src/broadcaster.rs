@@ -77,6 +77,8 @@ impl BroadcasterBuilder {
                 self.settings,
             )],
             rtc: RtcConfig::for_listen_ip(self.listen.ip()),
+            token: None,
+            max_viewers: None,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -32,6 +32,37 @@ pub const VIEWER_PAGE: &str = include_str!("../web/index.html");
 #[derive(Clone)]
 pub struct AppState {
     pub sessions: Sessions,
+    /// When set, WHEP and API requests need `Authorization: Bearer <token>`.
+    pub token: Option<Token>,
+}
+
+/// A bearer token, compared in constant time and never printed.
+#[derive(Clone)]
+pub struct Token(std::sync::Arc<str>);
+
+impl Token {
+    pub fn new(s: &str) -> Self {
+        Token(s.into())
+    }
+
+    /// Whether `header` is `Bearer <this token>`; the comparison does not leak, through its
+    /// timing, how much of the token a guess got right.
+    fn admits(&self, header: Option<&HeaderValue>) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(given) = header.and_then(|v| v.to_str().ok()).and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        }) else {
+            return false;
+        };
+        given.trim().as_bytes().ct_eq(self.0.as_bytes()).into()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 /// Builds the router for `state`.
@@ -51,9 +82,8 @@ pub fn router(state: AppState) -> Router {
             header::IF_MATCH,
         ])
         .expose_headers([header::LOCATION, header::ETAG, header::LINK, accept_post()]);
-    Router::new()
-        .route("/", get(viewer_page))
-        .route("/view/{stream}", get(viewer_page))
+    // Everything but the page itself is behind the token (when one is set).
+    let protected = Router::new()
         .route("/api/streams", get(streams_json))
         .route("/whep", endpoint(post_default))
         .route("/whep/{stream}", endpoint(post_named))
@@ -63,6 +93,14 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete_session)
                 .fallback(|| async { HttpError::MethodNotAllowed(SESSION_ALLOW) }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/", get(viewer_page))
+        .route("/view/{stream}", get(viewer_page))
+        .merge(protected)
         .fallback(|| async { HttpError::NotFound })
         .layer(cors)
         .layer(axum::middleware::from_fn(options_headers))
@@ -118,6 +156,20 @@ async fn viewer_page() -> impl IntoResponse {
         ],
         VIEWER_PAGE,
     )
+}
+
+/// Refuses requests without the right bearer token (when the server has one).
+async fn require_token(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match &state.token {
+        Some(token) if !token.admits(req.headers().get(header::AUTHORIZATION)) => {
+            HttpError::Unauthorized.into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// `OPTIONS` is answered by the CORS layer (it treats every OPTIONS as a preflight); this
@@ -255,6 +307,8 @@ pub enum HttpError {
     TooLarge,
     #[error("{0}")]
     BadRequest(String),
+    #[error("this server needs a token: send Authorization: Bearer <token> (the viewer page takes it as #token=... in its URL)")]
+    Unauthorized,
     #[error("method not allowed here; allowed: {0}")]
     MethodNotAllowed(&'static str),
     #[error("nothing here; the WHEP endpoint is POST /whep and the viewer page is /")]
@@ -285,6 +339,8 @@ impl IntoResponse for HttpError {
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::Whep(WhepError::Full { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotFound => StatusCode::NOT_FOUND,
         };
@@ -303,7 +359,10 @@ impl IntoResponse for HttpError {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -100,6 +100,16 @@ struct ServeArgs {
     /// Seconds between periodic keyframes (viewers also get one when they join).
     #[arg(long, env = "WHEPCAST_KEYINT", default_value_t = 2.0)]
     keyint: f32,
+    /// Require `Authorization: Bearer TOKEN` on WHEP and API requests. Prefer the
+    /// environment variable: command lines are visible to other users.
+    #[arg(long, env = "WHEPCAST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Allow sharing a screen beyond loopback without a token (deliberately public).
+    #[arg(long, env = "WHEPCAST_PUBLIC")]
+    public: bool,
+    /// Most viewers per stream; more get 503 with Retry-After.
+    #[arg(long, env = "WHEPCAST_MAX_VIEWERS")]
+    max_viewers: Option<usize>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -312,6 +322,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         args.streams.clone()
     };
+    let shares_screen = stream_args
+        .iter()
+        .any(|s| matches!(s.source, SourceSpec::Screen(_)));
+    if shares_screen && !args.listen.ip().is_loopback() && args.token.is_none() && !args.public {
+        anyhow::bail!(
+            "refusing to share a screen on {} without a token: anyone who can reach this \
+             address could watch it. Set one with WHEPCAST_TOKEN=<secret> (or --token), listen on \
+             127.0.0.1, or pass --public if the screen is meant for everyone",
+            args.listen
+        );
+    }
+    if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        anyhow::bail!(
+            "--token is empty; set a secret, e.g. WHEPCAST_TOKEN=$(openssl rand -hex 16)"
+        );
+    }
     let mut names = std::collections::HashSet::new();
     let mut streams = Vec::new();
     for s in stream_args {
@@ -336,6 +362,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         streams,
         rtc: RtcConfig::for_listen_ip(args.listen.ip()),
+        token: args.token.clone(),
+        max_viewers: args.max_viewers,
     };
     let server = Server::bind(config).await.context("cannot start")?;
     let addr = server.local_addr();

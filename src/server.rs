@@ -75,12 +75,17 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub streams: Vec<StreamConfig>,
     pub rtc: RtcConfig,
+    /// Bearer token for WHEP and the API (`None`: open).
+    pub token: Option<String>,
+    /// Most viewers per stream (`None`: no limit).
+    pub max_viewers: Option<usize>,
 }
 
 /// A server that is bound and running its pipelines, ready to [`Server::run`].
 pub struct Server {
     listener: tokio::net::TcpListener,
     sessions: Sessions,
+    token: Option<crate::http::Token>,
     // Dropping these stops the pipeline threads; kept until the server ends.
     _pipelines: Vec<Broadcast>,
 }
@@ -119,7 +124,8 @@ impl Server {
             })?;
         Ok(Self {
             listener,
-            sessions: Sessions::new(config.rtc, streams),
+            sessions: Sessions::new(config.rtc, streams, config.max_viewers),
+            token: config.token.as_deref().map(crate::http::Token::new),
             _pipelines: pipelines,
         })
     }
@@ -142,6 +148,7 @@ impl Server {
     ) -> Result<(), ServeError> {
         let app = http::router(AppState {
             sessions: self.sessions.clone(),
+            token: self.token.clone(),
         });
         let sessions = self.sessions.clone();
         let result = axum::serve(self.listener, app)

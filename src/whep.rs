@@ -54,6 +54,8 @@ pub enum WhepError {
     StreamEnded(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("stream '{name}' is full ({max} viewers); try again later")]
+    Full { name: String, max: usize },
     #[error("could not set up the WebRTC session: {0}")]
     Rtc(#[from] RtcError),
 }
@@ -116,6 +118,7 @@ pub struct Sessions {
 
 struct Inner {
     rtc: RtcConfig,
+    max_viewers: Option<usize>,
     streams: Vec<Stream>,
     map: Mutex<HashMap<String, Arc<Session>>>,
     counts: Mutex<SessionCounts>,
@@ -123,10 +126,12 @@ struct Inner {
 }
 
 impl Sessions {
-    pub fn new(rtc: RtcConfig, streams: Vec<Stream>) -> Self {
+    /// Sessions for `streams`; `max_viewers` caps each stream.
+    pub fn new(rtc: RtcConfig, streams: Vec<Stream>, max_viewers: Option<usize>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 rtc,
+                max_viewers,
                 streams,
                 map: Mutex::new(HashMap::new()),
                 counts: Mutex::new(SessionCounts::default()),
@@ -170,6 +175,14 @@ impl Sessions {
         let stream = self.stream(stream)?.clone();
         if stream.feed.is_ended() {
             return Err(WhepError::StreamEnded(stream.name));
+        }
+        if let Some(max) = self.inner.max_viewers {
+            if stream.viewers() >= max {
+                return Err(WhepError::Full {
+                    name: stream.name,
+                    max,
+                });
+            }
         }
         let t0 = Instant::now();
         // Refuse what we cannot serve before any socket is bound.

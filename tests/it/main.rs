@@ -1,6 +1,7 @@
 //! whepcast's integration tests: one test binary (builds of webrtc + openh264 are slow),
 //! one module per concern. Every test runs a real server and real WebRTC peers on loopback.
 
+mod access;
 mod encode;
 mod fanout;
 mod lifecycle;

@@ -63,6 +63,8 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             streams,
             rtc: RtcConfig::for_listen_ip("127.0.0.1".parse().unwrap()),
+            token: None,
+            max_viewers: None,
         };
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addr();
