@@ -115,6 +115,9 @@ fn draw_text(rgba: &mut [u8], w: usize, x: usize, y: usize, text: &str) {
     }
 }
 
+/// Makes a fresh instance of one kind of content.
+type MakeContent = Box<dyn Fn() -> Box<dyn Content>>;
+
 /// One kind of content, drawn into a frame.
 trait Content {
     fn draw(&mut self, frame: &mut I420Frame, n: u64);
@@ -201,7 +204,7 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for (size, frames) in [("1280x720", 300), ("1920x1080", 200)] {
         let size: Size = size.parse().unwrap();
-        let kinds: [(&str, Box<dyn Fn() -> Box<dyn Content>>); 2] = [
+        let kinds: [(&str, MakeContent); 2] = [
             ("pattern", Box::new(move || Box::new(Pattern::new(size)))),
             ("desktop", Box::new(move || Box::new(Desktop::new(size)))),
         ];

@@ -25,6 +25,7 @@ function startGst() {
 }
 
 const breakdown = [];
+let latencyRow = null;
 const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 
 async function measure(name, pageUrl) {
@@ -59,6 +60,18 @@ console.log("|---|---|---|---|---|---|---|");
 const wc = await startServer(["--size", "1280x720", "--fps", "30", "--bitrate", "2500k"]);
 try {
   await measure("whepcast", wc.url + "/");
+  // Glass-to-glass: the page reads the capture time the pattern draws into each frame.
+  {
+    const browser = await launchBrowser();
+    const page = await browser.context.newPage();
+    await page.goto(wc.url + "/");
+    await waitInPage(page, () => window.whepcast.framesDecoded > 30);
+    await page.evaluate(() => { window.whepcast.latencySamples.length = 0; });
+    await page.waitForTimeout(10000);
+    const xs = (await page.evaluate(() => window.whepcast.latencySamples)).sort((a, b) => a - b);
+    latencyRow = `| whepcast | 1280x720 30 fps | ${xs.length} | ${pct(xs, 0.5)} | ${pct(xs, 0.95)} |`;
+    await browser.close();
+  }
   if (existsSync(gstScript)) {
     const gst = await startGst();
     try {
@@ -75,3 +88,9 @@ console.log("\nMedian ms from the POST to each step:\n");
 console.log("| server | answer received | ICE checking | ICE connected | DTLS connected | first frame |");
 console.log("|---|---|---|---|---|---|");
 for (const row of breakdown) console.log(row);
+if (latencyRow) {
+  console.log("\nGlass-to-glass latency (capture time in the picture vs the page's clock, ms):\n");
+  console.log("| server | stream | samples | p50 | p95 |");
+  console.log("|---|---|---|---|---|");
+  console.log(latencyRow);
+}

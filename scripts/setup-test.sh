@@ -8,12 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-build.sh
-pkgs=(chromium ffmpeg xvfb x11-xserver-utils iproute2 util-linux)
-missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash scripts/apt-install.sh chromium ffmpeg xvfb x11-xserver-utils iproute2 util-linux
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

@@ -126,6 +126,21 @@ pub enum StartError {
     Settings(String),
 }
 
+/// Fits the encoder settings to an opened source — its size, and the frame rate it dictates
+/// if any — and builds the encoder. `serve` and `encode` both go through here.
+pub fn prepare(
+    source: Box<dyn Source>,
+    mut settings: EncodeSettings,
+) -> Result<(Box<dyn Source>, Encoder, EncodeSettings), StartError> {
+    settings.size = source.size();
+    if let Some(fps) = source.native_fps() {
+        settings.fps = (fps.round() as u32).clamp(1, 120);
+    }
+    settings.validate().map_err(StartError::Settings)?;
+    let encoder = Encoder::new(settings)?;
+    Ok((source, encoder, settings))
+}
+
 impl Broadcast {
     /// Starts the pipeline thread: opens the source there, sets up the encoder for the size
     /// (and, for inputs that dictate one, the frame rate) the source has, and starts pacing.
@@ -136,16 +151,9 @@ impl Broadcast {
         let thread = std::thread::Builder::new()
             .name("whepcast-pipeline".into())
             .spawn(move || {
-                let opened = open().map_err(StartError::from).and_then(|source| {
-                    let mut settings = settings;
-                    settings.size = source.size();
-                    if let Some(fps) = source.native_fps() {
-                        settings.fps = (fps.round() as u32).clamp(1, 120);
-                    }
-                    settings.validate().map_err(StartError::Settings)?;
-                    let encoder = Encoder::new(settings)?;
-                    Ok((source, encoder, settings))
-                });
+                let opened = open()
+                    .map_err(StartError::from)
+                    .and_then(|source| prepare(source, settings));
                 let (source, encoder, settings) = match opened {
                     Ok(v) => v,
                     Err(e) => {

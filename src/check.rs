@@ -6,8 +6,9 @@
 //! same configuration. Every encoded frame is decoded again with OpenH264 from the very bytes
 //! written to the file and compared with its source frame (PSNR of luma).
 
+use crate::broadcast::{prepare, StartError};
 use crate::config::EncodeSettings;
-use crate::encode::{nal_units, EncodeError, Encoder};
+use crate::encode::{nal_units, EncodeError};
 use crate::source::{self, FrameInfo, I420Frame, OpenOptions, SourceError, SourceSpec};
 use serde::Serialize;
 use std::io::{BufWriter, Write};
@@ -17,6 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// Why a check could not run (as opposed to ran and failed).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    /// The source or the encoder could not be set up (bad input: exit 2).
+    #[error(transparent)]
+    Start(#[from] StartError),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -164,14 +168,8 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 /// Runs the check: encode, write, decode back, measure, judge.
 pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckError> {
     let container = Container::from_path(&cfg.out).map_err(CheckError::Settings)?;
-    let mut source = source::open(&cfg.source, cfg.open)?;
-    let mut settings = cfg.settings;
-    settings.size = source.size();
-    if let Some(fps) = source.native_fps() {
-        settings.fps = (fps.round() as u32).clamp(1, 120);
-    }
-    settings.validate().map_err(CheckError::Settings)?;
-    let mut encoder = Encoder::new(settings)?;
+    let source = source::open(&cfg.source, cfg.open).map_err(StartError::from)?;
+    let (mut source, mut encoder, settings) = prepare(source, cfg.settings)?;
     let mut decoder =
         openh264::decoder::Decoder::new().map_err(|e| CheckError::Decode(e.to_string()))?;
     let write_err = |err: String| CheckError::Write {

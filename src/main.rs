@@ -200,7 +200,7 @@ fn encode(args: EncodeArgs) -> std::process::ExitCode {
     };
     let report = match check::run(&config, &mut progress) {
         Ok(r) => r,
-        Err(e @ (CheckError::Source(_) | CheckError::Settings(_))) => return usage(e.to_string()),
+        Err(e @ (CheckError::Start(_) | CheckError::Settings(_))) => return usage(e.to_string()),
         Err(e) => {
             eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;

@@ -23,6 +23,9 @@ test("viewer page plays the pattern: 60+ decoded frames, bars visible, picture m
     assert.equal(state.width, 1280);
     assert.equal(state.height, 720);
     assert.ok(state.ttffMs > 0, "time to first frame measured");
+    // The page reads the capture time from the pattern's barcode: a plausible latency.
+    const latency = await waitInPage(page, () => window.whepcast.latencyMs !== null && window.whepcast.latencyMs);
+    assert.ok(latency >= 0 && latency < 1000, `glass-to-glass latency ${latency} ms`);
 
     const shot = PNG.sync.read(await page.screenshot());
     assert.equal(shot.width, 1280);

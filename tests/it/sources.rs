@@ -440,3 +440,51 @@ async fn the_canvas_example_reaches_a_viewer() {
     viewer.close().await;
     stop(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_bgra_frames_from_a_file_reach_a_viewer_in_their_colours() {
+    // Two seconds of BGRA frames: orange for the first half, then teal.
+    let dir = tempdir();
+    let path = dir.join("frames.bgra");
+    let (w, h) = (320usize, 240usize);
+    let mut data = Vec::with_capacity(w * h * 4 * 60);
+    for n in 0..60 {
+        let [r, g, b] = if n < 30 {
+            [255u8, 140, 0]
+        } else {
+            [0u8, 128, 128]
+        };
+        for _ in 0..w * h {
+            data.extend_from_slice(&[b, g, r, 255]);
+        }
+    }
+    std::fs::write(&path, &data).unwrap();
+    let size = Size::new(w as u32, h as u32).unwrap();
+    let server = TestServer::with_streams(vec![StreamConfig::from_spec(
+        "main",
+        SourceSpec::Raw(Some(path)),
+        OpenOptions {
+            size: Some(size),
+            pixel_format: Some(whepcast::source::PixelFormat::Bgra),
+        },
+        settings(size, 30, 2.0),
+    )])
+    .await;
+    let mut viewer = Viewer::connect(&server.url("/whep")).await;
+    let mean = |d: &Decoded| d.last.as_ref().unwrap().mean(0, 0, w, h);
+    // The file is read in real time from the start, so a viewer joining late may see only
+    // the second half; either way the last colour must be teal, exactly as written.
+    viewer
+        .wait_for("teal frames", |d| {
+            d.last.is_some() && close(mean(d), yuv_of([0, 128, 128]), 6.0)
+        })
+        .await;
+    let ended = eventually(Duration::from_secs(5), || async {
+        server.api().await["streams"][0]["state"] == "ended"
+    })
+    .await;
+    assert!(ended, "end of the file ends the stream");
+    assert_eq!(server.api().await["streams"][0]["frames_in"], 60);
+    viewer.close().await;
+    server.stop().await;
+}
