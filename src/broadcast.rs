@@ -66,6 +66,8 @@ pub struct Stats {
     pub current_fps_milli: AtomicU64,
     /// Current picture size, `width << 32 | height` (a screen can be resized).
     size: AtomicU64,
+    /// When the pipeline last completed a tick, in ms since it started (liveness).
+    last_tick_ms: AtomicU64,
 }
 
 impl Stats {
@@ -94,6 +96,8 @@ struct Shared {
     stop: AtomicBool,
     /// Cancelled when the source has no more frames.
     ended: CancellationToken,
+    /// What is wrong with the source now, if anything (for `/healthz`).
+    problem: std::sync::Mutex<Option<String>>,
     stats: Stats,
     settings: EncodeSettings,
     started: Instant,
@@ -196,6 +200,7 @@ impl Broadcast {
             keyframe_wanted: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             ended: CancellationToken::new(),
+            problem: std::sync::Mutex::new(None),
             stats: Stats::default(),
             settings,
             started: Instant::now(),
@@ -255,6 +260,32 @@ impl Feed {
 
     pub fn settings(&self) -> &EncodeSettings {
         &self.shared.settings
+    }
+
+    /// `Ok` while the source is producing frames; otherwise why not.
+    pub fn health(&self) -> Result<(), String> {
+        if self.is_ended() {
+            return Err("the stream has ended".into());
+        }
+        let problem = self
+            .shared
+            .problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(p) = problem {
+            return Err(p);
+        }
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        let last = self.shared.stats.last_tick_ms.load(Ordering::Relaxed);
+        let allowed = (self.shared.settings.frame_interval().as_millis() as u64 * 3).max(3000);
+        if now.saturating_sub(last) > allowed && now > allowed {
+            return Err(format!(
+                "no frame from the source for {:.1} s",
+                now.saturating_sub(last) as f64 / 1000.0
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the source has ended (end of input).
@@ -332,6 +363,7 @@ impl Pipeline {
                 (window_start, window_frames) = (Instant::now(), encoded);
             }
 
+            self.tick(start);
             let watching = self.shared.tx.receiver_count() > 0;
             if !watching && !self.source.drain_when_idle() {
                 // Nobody watching: keep time, spend nothing. The first viewer asks for an IDR.
@@ -363,9 +395,13 @@ impl Pipeline {
                         tracing::warn!("source failed: {e}");
                         last_error = Some(Instant::now());
                     }
+                    self.set_problem(Some(e.to_string()));
                     continue;
                 }
             };
+            // A blocked read (a silent pipe) stops the ticks: that is what health watches.
+            self.tick(start);
+            self.set_problem(self.source.problem());
             if fill == Fill::New {
                 self.frames_in += 1;
                 self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
@@ -422,6 +458,22 @@ impl Pipeline {
         }
         tracing::debug!("pipeline stopped after {} frames", self.encoder.frames());
         self.shared.ended.cancel();
+    }
+
+    fn tick(&self, start: Instant) {
+        let ms = start.elapsed().as_millis() as u64;
+        self.shared.stats.last_tick_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        let mut slot = self
+            .shared
+            .problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *slot != problem {
+            *slot = problem;
+        }
     }
 
     /// The source changed size: new frame buffer, new encoder (whose first frame is an IDR).

@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(viewer_page))
         .route("/view/{stream}", get(viewer_page))
+        .route("/healthz", get(healthz))
         .merge(protected)
         .fallback(|| async { HttpError::NotFound })
         .layer(cors)
@@ -221,6 +222,27 @@ async fn delete_session(
 ) -> Result<Response, HttpError> {
     state.sessions.delete(&id).await?;
     Ok((StatusCode::OK, "session ended\n").into_response())
+}
+
+/// `GET /healthz`: 200 while every stream's source is producing frames, else 503 naming
+/// each stream that is not and why. Open without a token, for load balancers and probes.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let problems: Vec<String> = state
+        .sessions
+        .streams()
+        .iter()
+        .filter_map(|s| {
+            s.feed
+                .health()
+                .err()
+                .map(|why| format!("stream '{}': {why}", s.name))
+        })
+        .collect();
+    if problems.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n").into_response()
+    }
 }
 
 /// `GET /api/streams`.

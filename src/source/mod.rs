@@ -185,6 +185,11 @@ pub trait Source {
     fn drain_when_idle(&self) -> bool {
         false
     }
+    /// Why the source is not delivering its real picture right now (a lost X display), for
+    /// `/healthz`; `None` when all is well.
+    fn problem(&self) -> Option<String> {
+        None
+    }
     /// Draws the next picture into `frame`, which has [`Source::size`] and holds whatever this
     /// source drew into it last time (or black).
     fn fill(&mut self, frame: &mut I420Frame, info: FrameInfo) -> Result<Fill, SourceError>;

@@ -106,6 +106,12 @@ impl Source for Screen {
         self.size
     }
 
+    fn problem(&self) -> Option<String> {
+        self.capturer
+            .is_none()
+            .then(|| "the X display is gone; viewers see 'source lost'".to_string())
+    }
+
     fn fill(&mut self, frame: &mut I420Frame, _info: FrameInfo) -> Result<Fill, SourceError> {
         if self.last_probe.elapsed() >= PROBE_EVERY {
             self.probe();

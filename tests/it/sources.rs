@@ -174,6 +174,10 @@ async fn screen_capture_follows_the_display_through_changes_loss_and_a_new_size(
         })
         .await;
 
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503, "a lost display is unhealthy");
+    assert!(health.text().await.unwrap().contains("X display"));
+
     // It comes back at another size: capture resumes by itself, at the new size.
     let x = Xvfb::start(n, 800, 600);
     assert_eq!(x.display, display);
@@ -184,6 +188,15 @@ async fn screen_capture_follows_the_display_through_changes_loss_and_a_new_size(
         })
         .await;
     assert_eq!(d.size, Some((800, 600)));
+    let healthy = eventually(Duration::from_secs(3), || async {
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    assert!(healthy, "healthy again once capture resumed");
     viewer.close().await;
     stop(server);
 }
@@ -340,6 +353,9 @@ async fn y4m_from_a_pipe_round_trips_and_its_end_ends_the_stream() {
     })
     .await;
     assert!(closed, "viewer session not closed at end of stream");
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.text().await.unwrap().contains("ended"));
     let (_pc, offer_sdp, _) = offer().await;
     let (status, _, body) = post(&format!("{base}/whep"), Some("application/sdp"), offer_sdp).await;
     assert_eq!(status, 410, "{body}");
