@@ -38,6 +38,8 @@ use ::rtc as rtc_core;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After ICE reports `Disconnected`, how long a viewer has to come back.
 pub const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+/// Packets sent back to back before the sender yields for a millisecond (~60 KB).
+const BURST_PACKETS: usize = 50;
 /// Longest we wait for our own ICE candidates (host candidates take milliseconds).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -425,7 +427,13 @@ async fn send_media(
                 t0.elapsed()
             );
         }
-        for shared in &frame.packets {
+        for (i, shared) in frame.packets.iter().enumerate() {
+            if i > 0 && i % BURST_PACKETS == 0 {
+                // A big frame (an IDR of a detailed screen) would otherwise leave in one burst
+                // of hundreds of packets and overflow the receive buffers on its way; spread
+                // it in bursts of BURST_PACKETS, 1 ms apart. Small frames go out at once.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let mut packet = shared.clone();
             packet.header.ssrc = ssrc;
             packet.header.payload_type = payload_type;
