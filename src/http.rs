@@ -1,13 +1,15 @@
 //! Stage 5: **http** — the WHEP endpoints, the viewer page and the JSON API, on axum.
 //!
-//! | method + path              | what                                                    |
-//! |----------------------------|---------------------------------------------------------|
-//! | `GET /`                    | the viewer page (`web/index.html`, built in)            |
-//! | `POST /whep`               | SDP offer → `201` + SDP answer, `Location`, `ETag`      |
-//! | `OPTIONS /whep`            | `Accept-Post: application/sdp`, `Allow`                 |
-//! | `DELETE /whep/session/{id}`| ends the session → `200`                                |
-//! | `GET /api/streams`         | JSON: each stream's settings, viewers and counters      |
+//! | method + path               | what                                                    |
+//! |-----------------------------|---------------------------------------------------------|
+//! | `GET /`, `GET /view/{name}` | the viewer page (`web/index.html`, built in)            |
+//! | `GET /healthz`              | `200` while every source produces, else `503` + reasons |
+//! | `POST /whep[/{name}]`       | SDP offer → `201` + SDP answer, `Location`, `ETag`      |
+//! | `OPTIONS /whep[/{name}]`    | `Accept-Post: application/sdp`, `Allow`                 |
+//! | `DELETE /whep/session/{id}` | ends the session → `200`                                |
+//! | `GET /api/streams`          | JSON: each stream's settings, viewers and counters      |
 //!
+//! With a token configured, the WHEP routes and the API need `Authorization: Bearer`.
 //! Handlers are small; every failure becomes an [`HttpError`], and [`HttpError`] alone
 //! decides status codes and messages (plain text that says what to fix).
 
