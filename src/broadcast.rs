@@ -149,7 +149,13 @@ impl Broadcast {
     /// Starts the pipeline thread: opens the source there, sets up the encoder for the size
     /// (and, for inputs that dictate one, the frame rate) the source has, and starts pacing.
     /// `settings.size` is ignored; the source decides it. Returns once the source is open.
-    pub fn start(open: OpenSource, settings: EncodeSettings) -> Result<Self, StartError> {
+    pub fn start(
+        name: &str,
+        open: OpenSource,
+        settings: EncodeSettings,
+    ) -> Result<Self, StartError> {
+        let encode_seconds =
+            metrics::histogram!("whepcast_encode_seconds", "stream" => name.to_string());
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let (shared_tx, shared_rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
         let thread = std::thread::Builder::new()
@@ -173,6 +179,7 @@ impl Broadcast {
                     shared,
                     source,
                     encoder,
+                    encode_seconds,
                     frame: I420Frame::new(settings.size),
                     packetizer: Packetizer::default(),
                     frames_in: 0,
@@ -307,6 +314,8 @@ impl Feed {
 /// Everything the pipeline thread owns.
 struct Pipeline {
     shared: Arc<Shared>,
+    /// Time to draw, encode and packetize one frame.
+    encode_seconds: metrics::Histogram,
     source: Box<dyn Source>,
     encoder: Encoder,
     frame: I420Frame,
@@ -450,9 +459,11 @@ impl Pipeline {
                 self.shared.keyframe_wanted.store(false, Ordering::Release);
             }
             let stats = &self.shared.stats;
+            let spent = busy.elapsed();
             stats
                 .busy_us
-                .fetch_add(busy.elapsed().as_micros() as u64, Ordering::Relaxed);
+                .fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
+            self.encode_seconds.record(spent.as_secs_f64());
             // Err only means nobody is subscribed right now.
             let _ = self.shared.tx.send(Arc::new(media));
         }

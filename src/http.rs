@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
     // Everything but the page itself is behind the token (when one is set).
     let protected = Router::new()
         .route("/api/streams", get(streams_json))
+        .route("/metrics", get(metrics_text))
         .route("/whep", endpoint(post_default))
         .route("/whep/{stream}", endpoint(post_named))
         .route(
@@ -245,6 +246,40 @@ async fn healthz(State(state): State<AppState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n").into_response()
     }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let Some(handle) = crate::metrics::install() else {
+        return HttpError::Internal("another metrics recorder is installed".into()).into_response();
+    };
+    // Copy in what the pipelines and sessions already count.
+    for s in state.sessions.streams() {
+        let st = s.feed.stats();
+        let name = s.name.clone();
+        metrics::gauge!("whepcast_viewers", "stream" => name.clone()).set(s.viewers() as f64);
+        let totals = [
+            ("whepcast_frames_in_total", &st.frames_in),
+            ("whepcast_frames_encoded_total", &st.frames_encoded),
+            ("whepcast_frames_dropped_total", &st.frames_dropped),
+            ("whepcast_keyframes_total", &st.keyframes),
+            ("whepcast_forced_keyframes_total", &st.forced_keyframes),
+            ("whepcast_bytes_encoded_total", &st.bytes_encoded),
+        ];
+        for (metric, value) in totals {
+            metrics::counter!(metric, "stream" => name.clone())
+                .absolute(value.load(Ordering::Relaxed));
+        }
+    }
+    metrics::gauge!("whepcast_sessions_active").set(state.sessions.counts().active as f64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 /// `GET /api/streams`.

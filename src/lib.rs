@@ -26,6 +26,7 @@ pub mod check;
 pub mod config;
 pub mod encode;
 pub mod http;
+pub mod metrics;
 pub mod rtc;
 pub mod server;
 pub mod source;

@@ -93,16 +93,18 @@ pub struct Server {
 impl Server {
     /// Starts every stream's pipeline and binds the HTTP listener.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
+        crate::metrics::install();
         // Made now so the first viewer does not wait for it.
         crate::rtc::shared_certificate().map_err(|e| ServeError::Config(e.to_string()))?;
         let mut pipelines = Vec::new();
         let mut streams = Vec::new();
         for s in config.streams {
-            let broadcast =
-                Broadcast::start(s.open, s.settings).map_err(|err| ServeError::Stream {
+            let broadcast = Broadcast::start(&s.name, s.open, s.settings).map_err(|err| {
+                ServeError::Stream {
                     name: s.name.clone(),
                     err,
-                })?;
+                }
+            })?;
             let settings = broadcast.feed().settings().to_owned();
             tracing::info!(
                 "stream '{}': {} {} at {} fps, {} (keyframe every {}s)",

@@ -220,6 +220,8 @@ impl Sessions {
         lock(&self.inner.map).insert(id.clone(), session.clone());
         tracing::debug!(session = %short(&id), "answered in {:?}", t0.elapsed());
         lock(&self.inner.counts).created += 1;
+        metrics::counter!("whepcast_sessions_created_total", "stream" => stream.name.clone())
+            .increment(1);
         let watching = stream.viewers.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(
             stream = %stream.name, session = %short(&id),
@@ -274,6 +276,12 @@ impl Sessions {
             tracing::debug!("closing peer connection: {e}");
         }
         lock(&self.inner.counts).closed += 1;
+        metrics::counter!(
+            "whepcast_sessions_closed_total",
+            "stream" => session.stream.name.clone(),
+            "reason" => reason.to_string()
+        )
+        .increment(1);
         let left = session.stream.viewers.fetch_sub(1, Ordering::Relaxed) - 1;
         tracing::info!(
             stream = %session.stream.name, session = %short(id),
@@ -389,6 +397,8 @@ async fn send_media(
     tracing::debug!("ICE connected {:?} after the offer", t0.elapsed());
     let mut frames = feed.subscribe();
     feed.request_keyframe();
+    let bytes_sent = metrics::counter!("whepcast_bytes_sent_total");
+    let packets_sent = metrics::counter!("whepcast_packets_sent_total");
     tokio::select! {
         _ = cancel.cancelled() => return,
         up = state.wait_for(|s| *s == RTCPeerConnectionState::Connected) => {
@@ -409,6 +419,7 @@ async fn send_media(
         let frame = match frame {
             Ok(f) => f,
             Err(RecvError::Lagged(n)) => {
+                metrics::counter!("whepcast_viewer_frames_skipped_total").increment(n);
                 tracing::debug!("viewer fell {n} frames behind; resyncing on next keyframe");
                 need_keyframe = true;
                 feed.request_keyframe();
@@ -439,10 +450,13 @@ async fn send_media(
             packet.header.payload_type = payload_type;
             packet.header.sequence_number = seq;
             seq = seq.wrapping_add(1);
+            let len = packet.payload.len() as u64 + 12;
             // Fails only once the connection is closed; the supervisor reaps it.
             if track.write_rtp(packet).await.is_err() {
                 return;
             }
+            bytes_sent.increment(len);
+            packets_sent.increment(1);
         }
     }
 }

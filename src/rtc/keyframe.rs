@@ -8,6 +8,7 @@
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
@@ -37,6 +38,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            for p in packets.iter() {
+                let any = p.as_any();
+                if any.is::<PictureLossIndication>() {
+                    metrics::counter!("whepcast_rtcp_pli_total").increment(1);
+                } else if any.is::<FullIntraRequest>() {
+                    metrics::counter!("whepcast_rtcp_fir_total").increment(1);
+                } else if any.is::<TransportLayerNack>() {
+                    metrics::counter!("whepcast_rtcp_nack_total").increment(1);
+                }
+            }
             packets.retain(|p| is_keyframe_request(p.as_ref()));
             if packets.is_empty() {
                 return Ok(());
