@@ -15,6 +15,7 @@ case $what in
   encoder) cargo bench --locked --bench encoder ;;
   fanout) netns "cargo bench --locked --offline --bench fanout -- $*" ;;
   ttff) netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs $*" ;;
+  churn) netns "cargo bench --locked --offline --bench churn -- $*" ;;
   capture)
     # A 1920x1080 X display with a static plaid root (an idle desktop: capture costs the
     # same whatever is shown; encoding a still screen is cheap).
@@ -29,5 +30,5 @@ case $what in
     netns "cargo bench --locked --offline --bench fanout -- 0,1,8 10"
     netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs 10"
     ;;
-  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|all]" >&2; exit 2 ;;
 esac

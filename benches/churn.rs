@@ -1,0 +1,90 @@
+//! Session churn: create and DELETE many sessions, abandon some without DELETE, and check the
+//! server gives everything back — RSS, open file descriptors (UDP sockets), active sessions.
+//!
+//!     scripts/bench.sh churn            # or: cargo bench --bench churn -- 1000 200
+//!
+//! Each session is a real offer from a webrtc-rs peer that completes ICE/DTLS and receives
+//! media before it is deleted (or, for the abandoned ones, closed without a DELETE).
+
+#[allow(dead_code)]
+#[path = "../tests/it/support.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::Viewer;
+
+fn rss_and_fds(pid: u32) -> (f64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    (rss_kb / 1024.0, fds)
+}
+
+async fn active(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/api/streams")).await.unwrap().text().await.unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["sessions"]["active"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let deleted = args.first().copied().unwrap_or(1000);
+    let abandoned = args.get(1).copied().unwrap_or(200);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_whepcast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--size", "640x360"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+    let pid = child.id();
+    let client = reqwest::Client::new();
+
+    // Warm up: one session, so the first-use allocations are in the baseline.
+    let mut v = Viewer::connect_with(&format!("{base}/whep"), false).await;
+    v.wait_for("media", |d| d.rtp_packets > 0).await;
+    client.delete(format!("{base}{}", v.location)).send().await.unwrap();
+    v.close().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss0, fds0) = rss_and_fds(pid);
+
+    let t = Instant::now();
+    for i in 0..deleted + abandoned {
+        let mut v = Viewer::connect_with(&format!("{base}/whep"), false).await;
+        v.wait_for("media", |d| d.rtp_packets > 0).await;
+        if i < deleted {
+            let res = client.delete(format!("{base}{}", v.location)).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+        }
+        v.close().await;
+    }
+    let churn_secs = t.elapsed().as_secs_f64();
+    let (rss_peak, _) = rss_and_fds(pid);
+    // Abandoned sessions are reaped once their viewers go silent.
+    let t = Instant::now();
+    while active(&base).await > 0 && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reaped_after = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss1, fds1) = rss_and_fds(pid);
+    let left = active(&base).await;
+    println!("| sessions deleted | abandoned | churn s | active after | reaped within s | RSS MB before / peak / after | change | open fds before / after |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {deleted} | {abandoned} | {churn_secs:.0} | {left} | {reaped_after:.1} | {rss0:.1} / {rss_peak:.1} / {rss1:.1} | {:+.1} % | {fds0} / {fds1} |",
+        (rss1 - rss0) / rss0 * 100.0
+    );
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
