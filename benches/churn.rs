@@ -22,12 +22,19 @@ fn rss_and_fds(pid: u32) -> (f64, usize) {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0.0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     (rss_kb / 1024.0, fds)
 }
 
 async fn active(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/api/streams")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{base}/api/streams"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["sessions"]["active"]
         .as_u64()
         .unwrap_or(u64::MAX)
@@ -35,7 +42,10 @@ async fn active(base: &str) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let deleted = args.first().copied().unwrap_or(1000);
     let abandoned = args.get(1).copied().unwrap_or(200);
     let mut child = Command::new(env!("CARGO_BIN_EXE_whepcast"))
@@ -45,15 +55,26 @@ async fn main() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
     let pid = child.id();
     let client = reqwest::Client::new();
 
     // Warm up: one session, so the first-use allocations are in the baseline.
     let mut v = Viewer::connect_with(&format!("{base}/whep"), false).await;
     v.wait_for("media", |d| d.rtp_packets > 0).await;
-    client.delete(format!("{base}{}", v.location)).send().await.unwrap();
+    client
+        .delete(format!("{base}{}", v.location))
+        .send()
+        .await
+        .unwrap();
     v.close().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss0, fds0) = rss_and_fds(pid);
@@ -63,7 +84,11 @@ async fn main() {
         let mut v = Viewer::connect_with(&format!("{base}/whep"), false).await;
         v.wait_for("media", |d| d.rtp_packets > 0).await;
         if i < deleted {
-            let res = client.delete(format!("{base}{}", v.location)).send().await.unwrap();
+            let res = client
+                .delete(format!("{base}{}", v.location))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.status(), 200);
         }
         v.close().await;

@@ -236,7 +236,11 @@ impl Sessions {
             (state_rx.clone(), ice_rx, t0),
             cancel.clone(),
         ));
-        tokio::spawn(forward_keyframe_requests(track, stream.feed.clone()));
+        tokio::spawn(forward_keyframe_requests(
+            track,
+            stream.feed.clone(),
+            cancel.clone(),
+        ));
         tokio::spawn(supervise(
             self.clone(),
             id.clone(),
@@ -451,8 +455,15 @@ async fn send_media(
             packet.header.sequence_number = seq;
             seq = seq.wrapping_add(1);
             let len = packet.payload.len() as u64 + 12;
+            // The write waits when the connection's queue is full; a session closed meanwhile
+            // must not leave this task (and its receiver, which keeps the encoder busy) behind.
+            let written = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                r = track.write_rtp(packet) => r,
+            };
             // Fails only once the connection is closed; the supervisor reaps it.
-            if track.write_rtp(packet).await.is_err() {
+            if written.is_err() {
                 return;
             }
             bytes_sent.increment(len);
@@ -461,9 +472,19 @@ async fn send_media(
     }
 }
 
-/// Turns the viewer's PLI/FIR into keyframe requests. Ends when the track is unbound.
-async fn forward_keyframe_requests(track: Arc<TrackLocalStaticRTP>, feed: Feed) {
-    while let Some(event) = track.poll().await {
+/// Turns the viewer's PLI/FIR into keyframe requests. Ends with the session (or when the
+/// track is unbound), so it never outlives it holding the track.
+async fn forward_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    feed: Feed,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = track.poll() => e,
+        };
+        let Some(event) = event else { return };
         if let TrackLocalEvent::OnRtcpPacket(packets) = event {
             if packets
                 .iter()
