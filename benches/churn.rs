@@ -10,8 +10,7 @@
 #[path = "../tests/it/support.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::Viewer;
 
@@ -48,23 +47,8 @@ async fn main() {
         .collect();
     let deleted = args.first().copied().unwrap_or(1000);
     let abandoned = args.get(1).copied().unwrap_or(200);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_whepcast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--size", "640x360"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
-    let pid = child.id();
+    let (server, base) = support::spawn_serve(&["--size", "640x360"], &[], Stdio::null());
+    let pid = server.0.id();
     let client = reqwest::Client::new();
 
     // Warm up: one session, so the first-use allocations are in the baseline.
@@ -110,6 +94,5 @@ async fn main() {
         "| {deleted} | {abandoned} | {churn_secs:.0} | {left} | {reaped_after:.1} | {rss0:.1} / {rss_peak:.1} / {rss1:.1} | {:+.1} % | {fds0} / {fds1} |",
         (rss1 - rss0) / rss0 * 100.0
     );
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    support::stop(server);
 }

@@ -2,73 +2,13 @@
 //! from a pipe, several named streams at once, and frames pushed by a program.
 
 use crate::support::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use whepcast::config::Size;
 use whepcast::server::StreamConfig;
 use whepcast::source::{ByteOrder, FrameInfo, I420Frame, OpenOptions, Pattern, Source, SourceSpec};
-
-/// Starts `whepcast serve ARGS --listen 127.0.0.1:0` and returns it with its base URL.
-fn spawn_serve(args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> (Running, String) {
-    spawn_serve_feeding(args, env, stdin, |_| {})
-}
-
-/// Like [`spawn_serve`], calling `feed` with the child before waiting for its URL (a source
-/// reading standard input needs its header before the server can start).
-fn spawn_serve_feeding(
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: Stdio,
-    feed: impl FnOnce(&mut Child),
-) -> (Running, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_whepcast"));
-    cmd.arg("serve")
-        .args(args)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("whepcast starts");
-    feed(&mut child);
-    let mut child = Running(child);
-    let base = read_url(&mut child.0);
-    (child, base)
-}
-
-/// Reads stdout until a line with an http:// URL; returns it without a trailing slash.
-fn read_url(child: &mut Child) -> String {
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if out.read_line(&mut line).unwrap() == 0 {
-            panic!("exited before printing its URL");
-        }
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            return url.trim_end_matches('/').to_string();
-        }
-    }
-}
-
-/// A child process that is stopped (SIGTERM) when dropped, so a failing test leaves no
-/// server behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn stop(child: Running) {
-    drop(child);
-}
 
 /// A private X server.
 struct Xvfb {
