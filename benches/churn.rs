@@ -28,13 +28,7 @@ fn rss_and_fds(pid: u32) -> (f64, usize) {
 }
 
 async fn active(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/api/streams"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["sessions"]["active"]
+    support::api_at(base).await["sessions"]["active"]
         .as_u64()
         .unwrap_or(u64::MAX)
 }

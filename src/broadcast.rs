@@ -60,8 +60,6 @@ pub struct Stats {
     pub keyframes: AtomicU64,
     pub forced_keyframes: AtomicU64,
     pub bytes_encoded: AtomicU64,
-    /// Total microseconds spent drawing + encoding + packetizing.
-    pub busy_us: AtomicU64,
     /// Frames encoded per second over the last second, times 1000.
     pub current_fps_milli: AtomicU64,
     /// Current picture size, `width << 32 | height` (a screen can be resized).
@@ -458,12 +456,7 @@ impl Pipeline {
                 // Everyone subscribed now gets this IDR; earlier requests are answered.
                 self.shared.keyframe_wanted.store(false, Ordering::Release);
             }
-            let stats = &self.shared.stats;
-            let spent = busy.elapsed();
-            stats
-                .busy_us
-                .fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
-            self.encode_seconds.record(spent.as_secs_f64());
+            self.encode_seconds.record(busy.elapsed().as_secs_f64());
             // Err only means nobody is subscribed right now.
             let _ = self.shared.tx.send(Arc::new(media));
         }

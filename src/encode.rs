@@ -28,9 +28,6 @@ pub enum EncodeError {
     },
 }
 
-/// The SDP `profile-level-id` of what [`Encoder`] writes: Constrained Baseline, level 3.1.
-pub const PROFILE_LEVEL_ID: &str = "42e01f";
-
 /// An H.264 encoder configured for live video.
 pub struct Encoder {
     inner: openh264::encoder::Encoder,
@@ -123,19 +120,6 @@ fn level_for(s: EncodeSettings) -> Level {
     }
 }
 
-/// The `profile-level-id` that matches [`Encoder`]'s output for these settings.
-pub fn profile_level_id(s: &EncodeSettings) -> String {
-    let level = match level_for(*s) {
-        Level::Level_3_1 => 0x1f,
-        Level::Level_3_2 => 0x20,
-        Level::Level_4_1 => 0x29,
-        Level::Level_4_2 => 0x2a,
-        Level::Level_5_1 => 0x33,
-        _ => 0x34,
-    };
-    format!("42e0{level:02x}")
-}
-
 /// Splits an Annex B stream into NAL units (without start codes).
 pub fn nal_units(annexb: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = annexb;
@@ -223,9 +207,16 @@ mod tests {
 
     #[test]
     fn levels_follow_size() {
-        let mut s = EncodeSettings::default();
-        assert_eq!(profile_level_id(&s), "42e01f");
-        s.size = Size::new(1920, 1080).unwrap();
-        assert_eq!(profile_level_id(&s), "42e029");
+        // The SPS level_idc the encoder writes: 3.1 for 720p30, 4.1 for 1080p30.
+        for (size, level) in [("1280x720", 31), ("1920x1080", 41)] {
+            let s = EncodeSettings {
+                size: size.parse().unwrap(),
+                ..Default::default()
+            };
+            let mut enc = Encoder::new(s).unwrap();
+            let out = enc.encode(&I420Frame::new(s.size)).unwrap();
+            let sps = nal_units(out.annexb).next().unwrap();
+            assert_eq!(sps[3], level, "{size}");
+        }
     }
 }

@@ -100,7 +100,6 @@ struct Session {
     stream: Stream,
     pc: Arc<dyn PeerConnection>,
     cancel: CancellationToken,
-    etag: String,
     created: Instant,
 }
 
@@ -214,7 +213,6 @@ impl Sessions {
             stream: stream.clone(),
             pc,
             cancel: self.inner.closing.child_token(),
-            etag: etag.clone(),
             created: Instant::now(),
         });
         lock(&self.inner.map).insert(id.clone(), session.clone());
@@ -263,11 +261,6 @@ impl Sessions {
         } else {
             Err(WhepError::UnknownSession(short(id).to_string()))
         }
-    }
-
-    /// The session's `ETag`, if it exists.
-    pub fn etag(&self, id: &str) -> Option<String> {
-        lock(&self.inner.map).get(id).map(|s| s.etag.clone())
     }
 
     /// Removes and closes a session. Returns false if it was already gone.

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use pattern::{Barcode, Pattern};
-pub use push::{channel as push_channel, FramePusher, PushSource};
+pub use push::{FramePusher, PushSource};
 
 /// Errors a source can report.
 #[derive(Debug, thiserror::Error)]

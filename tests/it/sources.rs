@@ -267,29 +267,20 @@ async fn y4m_from_a_pipe_round_trips_and_its_end_ends_the_stream() {
     writer.join().unwrap();
 
     // End of input: the stream ends, the viewer's session is closed, new viewers hear 410.
-    let api = |base: String| async move {
-        let text = reqwest::get(format!("{base}/api/streams"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()
-    };
     let ended = eventually(Duration::from_secs(10), || {
         let base = base.clone();
-        async move { api(base).await["streams"][0]["state"] == "ended" }
+        async move { api_at(&base).await["streams"][0]["state"] == "ended" }
     })
     .await;
     assert!(ended, "stream never ended");
-    let a = api(base.clone()).await;
+    let a = api_at(&base).await;
     assert_eq!(
         a["streams"][0]["frames_in"], FRAMES,
         "every frame read exactly once: {a}"
     );
     let closed = eventually(Duration::from_secs(5), || {
         let base = base.clone();
-        async move { api(base).await["sessions"]["active"] == 0 }
+        async move { api_at(&base).await["sessions"]["active"] == 0 }
     })
     .await;
     assert!(closed, "viewer session not closed at end of stream");

@@ -92,13 +92,7 @@ impl TestServer {
 
     /// `GET /api/streams`, parsed.
     pub async fn api(&self) -> serde_json::Value {
-        let text = reqwest::get(self.url("/api/streams"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
+        api_at(&self.base).await
     }
 
     pub async fn active_sessions(&self) -> u64 {
@@ -546,4 +540,15 @@ impl Drop for Running {
 
 pub fn stop(child: Running) {
     drop(child);
+}
+
+/// `GET {base}/api/streams`, parsed (for a server in another process).
+pub async fn api_at(base: &str) -> serde_json::Value {
+    let text = reqwest::get(format!("{base}/api/streams"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
 }
