@@ -1,7 +1,7 @@
 // Shared by the browser tests and benchmarks: start a real whepcast server, launch a real
 // headless Chromium (Debian's, driven by playwright-core), open pages.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -52,6 +52,13 @@ export async function launchBrowser() {
       "--autoplay-policy=no-user-gesture-required",
     ],
   });
+  // WHEPCAST_PAGE=path/to/index.html: serve that viewer page instead of the one built into the
+  // binary (to try page changes against an older server build without rebuilding it).
+  if (process.env.WHEPCAST_PAGE) {
+    const html = readFileSync(process.env.WHEPCAST_PAGE, "utf8");
+    await context.route((url) => url.pathname === "/" || url.pathname.startsWith("/view/"),
+      (route) => route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: html }));
+  }
   return {
     context,
     async close() {
