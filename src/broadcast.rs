@@ -47,6 +47,9 @@ pub struct MediaFrame {
     pub keyframe: bool,
     pub captured: Instant,
     pub packets: Vec<rtc::rtp::Packet>,
+    /// The data channel's `frame` message (JSON): number, RTP timestamp, capture time in
+    /// Unix ms. Made once here, sent as is to every viewer with a data channel.
+    pub meta: String,
 }
 
 /// Counters for `/api/streams` and the logs.
@@ -510,11 +513,19 @@ impl Pipeline {
         }
         let timestamp = ((captured - start).as_micros() as u64 * RTP_CLOCK / 1_000_000) as u32;
         let packets = self.packetizer.packetize(out.annexb, timestamp);
+        let captured_wall = SystemTime::now()
+            .checked_sub(captured.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        let meta = format!(
+            "{{\"type\":\"frame\",\"n\":{number},\"rtp\":{timestamp},\"captured_ms\":{:.3},\"keyframe\":{keyframe}}}",
+            crate::whep::unix_ms(captured_wall)
+        );
         Ok(MediaFrame {
             number,
             keyframe,
             captured,
             packets,
+            meta,
         })
     }
 }

@@ -4,8 +4,9 @@
 //! |-----------------------------|---------------------------------------------------------|
 //! | `GET /`, `GET /view/{name}` | the viewer page (`web/index.html`, built in)            |
 //! | `GET /healthz`              | `200` while every source produces, else `503` + reasons |
-//! | `POST /whep[/{name}]`       | SDP offer → `201` + SDP answer, `Location`, `ETag`      |
-//! | `OPTIONS /whep[/{name}]`    | `Accept-Post: application/sdp`, `Allow`                 |
+//! | `POST /whep[/{name}]`       | SDP offer → `201` + SDP answer, `Location`, `ETag`, `Link` |
+//! | `OPTIONS /whep[/{name}]`    | `Accept-Post: application/sdp`, `Allow`, `Link`         |
+//! | `PATCH /whep/session/{id}`  | trickle ICE → `204`; ICE restart → `200` + fragment     |
 //! | `DELETE /whep/session/{id}` | ends the session → `200`                                |
 //! | `GET /api/streams`          | JSON: each stream's settings, viewers and counters      |
 //!
@@ -13,7 +14,7 @@
 //! Handlers are small; every failure becomes an [`HttpError`], and [`HttpError`] alone
 //! decides status codes and messages (plain text that says what to fix).
 
-use crate::whep::{Sessions, WhepError};
+use crate::whep::{sdpfrag, Patched, Sessions, WhepError};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
             "/whep/session/{id}",
             MethodRouter::new()
                 .delete(delete_session)
+                .patch(patch_session)
                 .fallback(|| async { HttpError::MethodNotAllowed(SESSION_ALLOW) }),
         )
         .route_layer(axum::middleware::from_fn_with_state(
@@ -107,12 +109,16 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .fallback(|| async { HttpError::NotFound })
         .layer(cors)
-        .layer(axum::middleware::from_fn(options_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            options_headers,
+        ))
         .with_state(state)
 }
 
 const ENDPOINT_ALLOW: &str = "OPTIONS, POST";
-const SESSION_ALLOW: &str = "OPTIONS, DELETE";
+const SESSION_ALLOW: &str = "OPTIONS, PATCH, DELETE";
+const TRICKLE_TYPE: &str = "application/trickle-ice-sdpfrag";
 
 fn accept_post() -> header::HeaderName {
     header::HeaderName::from_static("accept-post")
@@ -177,21 +183,47 @@ async fn require_token(
 }
 
 /// `OPTIONS` is answered by the CORS layer (it treats every OPTIONS as a preflight); this
-/// adds what WHEP clients look for on it: `Accept-Post` on the endpoint, `Allow` everywhere.
-async fn options_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// adds what WHEP clients look for on it: `Accept-Post` and the ICE servers (`Link`) on the
+/// endpoint, `Allow` everywhere. TURN credentials go only to whoever may POST: with a
+/// token, only to an OPTIONS that carries it (a browser preflight never does).
+async fn options_headers(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     if req.method() != Method::OPTIONS {
         return next.run(req).await;
     }
     let path = req.uri().path().to_owned();
+    let authorized = state
+        .token
+        .as_ref()
+        .is_none_or(|t| t.admits(req.headers().get(header::AUTHORIZATION)));
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     if path.starts_with("/whep/session/") {
         h.insert(header::ALLOW, HeaderValue::from_static(SESSION_ALLOW));
+        h.insert(
+            header::HeaderName::from_static("accept-patch"),
+            HeaderValue::from_static(TRICKLE_TYPE),
+        );
     } else if path == "/whep" || path.starts_with("/whep/") {
         h.insert(header::ALLOW, HeaderValue::from_static(ENDPOINT_ALLOW));
         h.insert(accept_post(), HeaderValue::from_static("application/sdp"));
+        if authorized {
+            add_ice_links(&state, h);
+        }
     }
     res
+}
+
+/// One `Link: <url>; rel="ice-server"` per configured STUN/TURN server (RFC 9725 4.6).
+fn add_ice_links(state: &AppState, h: &mut HeaderMap) {
+    for server in state.sessions.ice_servers() {
+        if let Ok(v) = HeaderValue::from_str(&server.link()) {
+            h.append(header::LINK, v);
+        }
+    }
 }
 
 /// `POST /whep[/{stream}]`: check the request, answer the offer.
@@ -202,7 +234,7 @@ async fn create_session(
     body: Body,
 ) -> Result<Response, HttpError> {
     check_sdp_content_type(&headers)?;
-    let offer = read_body(&headers, body).await?;
+    let offer = read_body(&headers, body, MAX_OFFER_BYTES).await?;
     let offer = String::from_utf8(offer.to_vec())
         .map_err(|_| HttpError::BadRequest("the SDP offer is not UTF-8 text".into()))?;
     let answer = state.sessions.create(&stream, offer).await?;
@@ -215,7 +247,53 @@ async fn create_session(
     );
     h.insert(header::LOCATION, header_value(&location)?);
     h.insert(header::ETAG, header_value(&answer.etag)?);
+    add_ice_links(&state, h);
     Ok(response)
+}
+
+/// `PATCH /whep/session/{id}`: trickle ICE (`204`) or ICE restart (`200` + the server's
+/// fragment and a new `ETag`).
+async fn patch_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case(TRICKLE_TYPE)
+    {
+        return Err(HttpError::UnsupportedMediaType(if ct.is_empty() {
+            format!("no Content-Type (PATCH takes {TRICKLE_TYPE})")
+        } else {
+            format!("Content-Type '{ct}' (PATCH takes {TRICKLE_TYPE})")
+        }));
+    }
+    let body = read_body(&headers, body, sdpfrag::MAX_FRAGMENT_BYTES).await?;
+    let if_match = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| HttpError::BadRequest("If-Match is not ASCII".into()))?,
+        ),
+    };
+    match state.sessions.patch(&id, if_match, &body).await? {
+        Patched::Trickled { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
+        Patched::Restarted { fragment, etag } => {
+            let mut response = (StatusCode::OK, fragment).into_response();
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TRICKLE_TYPE));
+            h.insert(header::ETAG, header_value(&etag)?);
+            Ok(response)
+        }
+    }
 }
 
 /// `DELETE /whep/session/{id}`.
@@ -337,18 +415,18 @@ fn check_sdp_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
     }
 }
 
-/// Reads at most [`MAX_OFFER_BYTES`], refusing early when `Content-Length` says more.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, HttpError> {
+/// Reads at most `limit` bytes, refusing early when `Content-Length` says more.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, HttpError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_OFFER_BYTES as u64) {
-        return Err(HttpError::TooLarge);
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(HttpError::TooLarge(limit));
     }
-    axum::body::to_bytes(body, MAX_OFFER_BYTES)
+    axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| HttpError::TooLarge)
+        .map_err(|_| HttpError::TooLarge(limit))
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, HttpError> {
@@ -360,10 +438,10 @@ fn header_value(s: &str) -> Result<HeaderValue, HttpError> {
 pub enum HttpError {
     #[error(transparent)]
     Whep(#[from] WhepError),
-    #[error("{0} is not accepted here; send the offer with Content-Type: application/sdp")]
+    #[error("{0} is not accepted here; send an offer as application/sdp, a PATCH as application/trickle-ice-sdpfrag")]
     UnsupportedMediaType(String),
-    #[error("the body is larger than {MAX_OFFER_BYTES} bytes; an SDP offer is a few KiB")]
-    TooLarge,
+    #[error("the body is larger than {0} bytes; an SDP offer or ICE fragment is a few KiB")]
+    TooLarge(usize),
     #[error("{0}")]
     BadRequest(String),
     #[error("this server needs a token: send Authorization: Bearer <token> (the viewer page takes it as #token=... in its URL)")]
@@ -392,11 +470,19 @@ impl IntoResponse for HttpError {
             | HttpError::Whep(WhepError::UnknownStream { .. }) => StatusCode::NOT_FOUND,
             HttpError::Whep(WhepError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Whep(WhepError::StreamEnded(_)) => StatusCode::GONE,
+            HttpError::Whep(WhepError::Rtc(crate::rtc::RtcError::NoPorts(_))) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HttpError::Whep(WhepError::Rtc(_)) | HttpError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            HttpError::Whep(WhepError::Fragment(_)) => StatusCode::BAD_REQUEST,
+            HttpError::Whep(WhepError::PreconditionRequired) => StatusCode::PRECONDITION_REQUIRED,
+            HttpError::Whep(WhepError::PreconditionFailed { .. }) => {
+                StatusCode::PRECONDITION_FAILED
+            }
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Whep(WhepError::Full { .. }) => StatusCode::SERVICE_UNAVAILABLE,

@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use whepcast::config::{Bitrate, EncodeSettings, Size};
-use whepcast::rtc::RtcConfig;
+use whepcast::rtc::{IceServer, PortPool, RtcConfig};
 use whepcast::server::{ServeConfig, Server, StreamConfig};
 use whepcast::source::{OpenOptions, PixelFormat, SourceSpec};
 
@@ -110,6 +110,60 @@ struct ServeArgs {
     /// Most viewers per stream; more get 503 with Retry-After.
     #[arg(long, env = "WHEPCAST_MAX_VIEWERS")]
     max_viewers: Option<usize>,
+    /// STUN server (stun:HOST[:PORT]) for the server's ICE agent and, through WHEP Link
+    /// headers, for viewers. Repeatable.
+    #[arg(long, env = "WHEPCAST_STUN", value_delimiter = ',')]
+    stun: Vec<String>,
+    /// TURN server (turn:HOST[:PORT][?transport=udp|tcp], turns:...), used like --stun; needs
+    /// --turn-user and --turn-pass. Repeatable.
+    #[arg(long, env = "WHEPCAST_TURN", value_delimiter = ',')]
+    turn: Vec<String>,
+    /// TURN username (one for all --turn servers, or one per server in order).
+    #[arg(long, env = "WHEPCAST_TURN_USER", value_delimiter = ',')]
+    turn_user: Vec<String>,
+    /// TURN password, like --turn-user. Prefer the environment variable.
+    #[arg(
+        long,
+        env = "WHEPCAST_TURN_PASS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    turn_pass: Vec<String>,
+    /// Public address of a 1:1 NAT in front of this host: advertised to viewers next to the
+    /// local addresses, same ports (forward the --udp-ports range to this host). Repeatable.
+    #[arg(long, env = "WHEPCAST_PUBLIC_IP", value_delimiter = ',')]
+    public_ip: Vec<IpAddr>,
+    /// UDP ports for media, MIN-MAX (e.g. 50000-50100): one port per viewer, so a single
+    /// firewall rule covers whepcast. When all are in use, new viewers get 503 + Retry-After.
+    #[arg(long, env = "WHEPCAST_UDP_PORTS")]
+    udp_ports: Option<String>,
+}
+
+/// The STUN/TURN servers from the command line, checked.
+fn ice_servers(args: &ServeArgs) -> anyhow::Result<Vec<IceServer>> {
+    let mut servers = Vec::new();
+    for url in &args.stun {
+        anyhow::ensure!(
+            url.starts_with("stun:") || url.starts_with("stuns:"),
+            "--stun '{url}' must start with stun: (TURN servers go in --turn)"
+        );
+        servers.push(IceServer::new(url, None, None).map_err(anyhow::Error::msg)?);
+    }
+    let pick = |v: &[String], i: usize| {
+        v.get(i)
+            .or(if v.len() == 1 { v.first() } else { None })
+            .cloned()
+    };
+    for (i, url) in args.turn.iter().enumerate() {
+        anyhow::ensure!(
+            url.starts_with("turn:") || url.starts_with("turns:"),
+            "--turn '{url}' must start with turn: or turns:"
+        );
+        let server = IceServer::new(url, pick(&args.turn_user, i), pick(&args.turn_pass, i))
+            .map_err(anyhow::Error::msg)?;
+        servers.push(server);
+    }
+    Ok(servers)
 }
 
 fn main() -> std::process::ExitCode {
@@ -358,10 +412,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         streams.push(StreamConfig::from_spec(s.name, s.source, opts, settings));
     }
+    let mut rtc = RtcConfig::for_listen_ip(args.listen.ip());
+    rtc.ice_servers = ice_servers(&args)?;
+    rtc.public_ips = args.public_ip.clone();
+    if let Some(range) = &args.udp_ports {
+        rtc.ports = Some(PortPool::parse(range).map_err(anyhow::Error::msg)?);
+    }
     let config = ServeConfig {
         listen: args.listen,
         streams,
-        rtc: RtcConfig::for_listen_ip(args.listen.ip()),
+        rtc,
         token: args.token.clone(),
         max_viewers: args.max_viewers,
     };

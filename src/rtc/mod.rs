@@ -6,6 +6,7 @@
 //! would bind port 5353 per connection); check ICE every 20 ms instead of 200 ms (first
 //! frame ~170 ms sooner); and forward PLI/FIR with our own interceptor.
 
+pub mod ice;
 pub mod keyframe;
 pub mod offer;
 
@@ -26,6 +27,7 @@ use webrtc::peer_connection::{
     RTCIceServer, SettingEngineBuilder,
 };
 
+pub use ice::{advertise_public_ips, IceServer, PortLease, PortPool};
 pub use offer::{choose_h264, H264Choice, OfferError};
 
 /// Errors from the WebRTC layer. Their text is for logs; clients get a summary.
@@ -33,6 +35,8 @@ pub use offer::{choose_h264, H264Choice, OfferError};
 pub enum RtcError {
     #[error("webrtc: {0}")]
     Webrtc(#[from] rtc::shared::error::Error),
+    #[error("every UDP port in {0} is in use by a session; try again when one ends")]
+    NoPorts(String),
     #[error("{0}")]
     Other(String),
 }
@@ -43,9 +47,19 @@ pub struct RtcConfig {
     /// Local addresses to bind UDP sockets on (port 0 = ephemeral). A wildcard IP means every
     /// non-loopback interface.
     pub udp_addrs: Vec<SocketAddr>,
-    pub ice_servers: Vec<RTCIceServer>,
+    /// STUN/TURN servers: the server's own ICE agent uses them, and viewers are told about
+    /// them (WHEP `Link` headers).
+    pub ice_servers: Vec<IceServer>,
+    /// Public addresses of a 1:1 NAT in front of this host: advertised as extra host
+    /// candidates with the same ports.
+    pub public_ips: Vec<IpAddr>,
+    /// When set, each session's sockets take their port from this pool.
+    pub ports: Option<Arc<PortPool>>,
     /// Inbound silence after which ICE reports `Disconnected`.
     pub disconnected_after: Duration,
+    /// Longest an answer waits for server-reflexive and relay candidates (host candidates
+    /// take milliseconds; a STUN/TURN server that does not answer would hold every answer).
+    pub gather_timeout: Duration,
 }
 
 impl RtcConfig {
@@ -64,10 +78,16 @@ impl RtcConfig {
         Self {
             udp_addrs,
             ice_servers: vec![],
+            public_ips: vec![],
+            ports: None,
             disconnected_after: Duration::from_secs(4),
+            gather_timeout: Duration::from_secs(1),
         }
     }
 }
+
+/// Bytes a viewer's data channel may have in flight.
+pub const DATA_CHANNEL_BUFFER: usize = 128 * 1024;
 
 /// The H.264 codec parameters we register for a viewer, from the format chosen in its offer.
 pub fn h264_codec(choice: &H264Choice) -> RTCRtpCodecParameters {
@@ -102,11 +122,45 @@ pub fn shared_certificate() -> Result<RTCCertificate, RtcError> {
     Ok(CERT.get_or_init(|| cert).clone())
 }
 
-/// Builds a peer connection that will answer an offer and send `choice`.
+/// Builds a peer connection that will answer an offer and send `choice`. With a port
+/// range, its sockets take a port leased from it; the lease must live as long as the
+/// connection.
 pub async fn new_peer_connection(
     config: &RtcConfig,
     choice: &H264Choice,
     handler: Arc<dyn PeerConnectionEventHandler>,
+) -> Result<(Arc<dyn PeerConnection>, Option<PortLease>), RtcError> {
+    let Some(pool) = &config.ports else {
+        let pc = build(config, choice, handler, config.udp_addrs.clone()).await?;
+        return Ok((pc, None));
+    };
+    // A port can be held by another program: try a few before giving up.
+    let mut last = None;
+    for _ in 0..pool.len().min(8) {
+        let lease = pool
+            .lease()
+            .ok_or_else(|| RtcError::NoPorts(pool.to_string()))?;
+        let addrs = config
+            .udp_addrs
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), lease.port()))
+            .collect();
+        match build(config, choice, handler.clone(), addrs).await {
+            Ok(pc) => return Ok((pc, Some(lease))),
+            Err(e) => {
+                tracing::debug!("UDP port {} unusable: {e}", lease.port());
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| RtcError::NoPorts(pool.to_string())))
+}
+
+async fn build(
+    config: &RtcConfig,
+    choice: &H264Choice,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    udp_addrs: Vec<SocketAddr>,
 ) -> Result<Arc<dyn PeerConnection>, RtcError> {
     let mut media = MediaEngine::default();
     media.register_codec(h264_codec(choice), RtpCodecKind::Video)?;
@@ -134,7 +188,13 @@ pub async fn new_peer_connection(
         .build();
     let rtc_config = RTCConfigurationBuilder::new()
         .with_certificates(vec![shared_certificate()?])
-        .with_ice_servers(config.ice_servers.clone())
+        .with_ice_servers(
+            config
+                .ice_servers
+                .iter()
+                .filter_map(IceServer::for_agent)
+                .collect::<Vec<RTCIceServer>>(),
+        )
         .build();
 
     let pc = PeerConnectionBuilder::new()
@@ -143,7 +203,10 @@ pub async fn new_peer_connection(
         .with_setting_engine(settings)
         .with_interceptor_registry(registry)
         .with_handler(handler)
-        .with_udp_addrs(config.udp_addrs.clone())
+        .with_udp_addrs(udp_addrs)
+        // Data channel messages (frame metadata, chat) queue at most this much for a slow
+        // viewer; beyond it they are dropped rather than buffered without bound.
+        .with_data_channel_send_buffer_limit(DATA_CHANNEL_BUFFER)
         .build()
         .await?;
     Ok(Arc::new(pc))

@@ -4,6 +4,7 @@
 mod access;
 mod encode;
 mod fanout;
+mod ice;
 mod lifecycle;
 mod sources;
 mod support;

@@ -42,32 +42,44 @@ pub struct TestServer {
     pub done: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// One pattern stream called `main`.
+pub fn pattern_stream(size: &str, fps: u32, keyint: f32) -> StreamConfig {
+    let size: Size = size.parse().unwrap();
+    let opts = OpenOptions {
+        size: Some(size),
+        pixel_format: None,
+    };
+    StreamConfig::from_spec(
+        "main",
+        SourceSpec::Pattern,
+        opts,
+        settings(size, fps, keyint),
+    )
+}
+
 impl TestServer {
     pub async fn start(size: &str, fps: u32, keyint: f32) -> Self {
-        let size: Size = size.parse().unwrap();
-        let settings = settings(size, fps, keyint);
-        let opts = OpenOptions {
-            size: Some(size),
-            pixel_format: None,
-        };
-        Self::with_streams(vec![StreamConfig::from_spec(
-            "main",
-            SourceSpec::Pattern,
-            opts,
-            settings,
-        )])
-        .await
+        Self::with_streams(vec![pattern_stream(size, fps, keyint)]).await
     }
 
     /// A server carrying the given streams.
     pub async fn with_streams(streams: Vec<StreamConfig>) -> Self {
-        let config = ServeConfig {
+        Self::with_config(streams, |_| {}).await
+    }
+
+    /// A server carrying `streams`, its configuration adjusted by `adjust`.
+    pub async fn with_config(
+        streams: Vec<StreamConfig>,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> Self {
+        let mut config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             streams,
             rtc: RtcConfig::for_listen_ip("127.0.0.1".parse().unwrap()),
             token: None,
             max_viewers: None,
         };
+        adjust(&mut config);
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
@@ -317,6 +329,17 @@ impl Viewer {
     /// Connects; with `decode` false it only counts RTP (load benchmarks).
     pub async fn connect_with(endpoint: &str, decode: bool) -> Viewer {
         let (pc, sdp, track_rx) = offer().await;
+        Self::post_offer(endpoint, pc, sdp, track_rx, decode).await
+    }
+
+    /// POSTs `sdp` (the offer of `pc`, possibly edited) and starts receiving.
+    pub async fn post_offer(
+        endpoint: &str,
+        pc: Arc<dyn PeerConnection>,
+        sdp: String,
+        track_rx: oneshot::Receiver<Arc<dyn TrackRemote>>,
+        decode: bool,
+    ) -> Viewer {
         let started = Instant::now();
         let res = reqwest::Client::new()
             .post(endpoint)

@@ -10,11 +10,23 @@
 //! * a *feedback* task: turns PLI/FIR from the viewer into a (rate-limited) keyframe request;
 //! * a *supervisor* task: watches connection state and closes the session when it should.
 //!
+//! * a *data channel* task when the viewer opened one ([`datachannel`]): frame capture
+//!   times, clock pings, chat.
+//!
+//! `PATCH` on a session ([`Sessions::patch`]) trickles the viewer's candidates or restarts
+//! ICE, with bodies in [`sdpfrag`] format.
+//!
 //! Closing always goes through [`Sessions::close`], which removes the session from the map,
 //! stops its tasks and calls `close()` on the peer connection (dropping one leaks it).
 
+pub mod datachannel;
+pub mod sdpfrag;
+
+pub use datachannel::unix_ms;
+pub use sdpfrag::{Fragment, FragmentError};
+
 use crate::broadcast::Feed;
-use crate::rtc::{self, H264Choice, OfferError, RtcConfig, RtcError};
+use crate::rtc::{self, H264Choice, OfferError, PortLease, RtcConfig, RtcError};
 use rtc_core::media_stream::MediaStreamTrack;
 use rtc_core::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -23,10 +35,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast::error::RecvError, watch};
+use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::RTCIceCandidateInit;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription,
@@ -40,8 +54,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// Packets sent back to back before the sender yields for a millisecond (~60 KB).
 const BURST_PACKETS: usize = 50;
-/// Longest we wait for our own ICE candidates (host candidates take milliseconds).
-const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Chat lines and audience changes a slow viewer's data channel may fall behind by.
+const ROOM_BACKLOG: usize = 64;
 
 /// Why a WHEP request failed. `http` turns each into a status code and plain-text message.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +74,12 @@ pub enum WhepError {
     Full { name: String, max: usize },
     #[error("could not set up the WebRTC session: {0}")]
     Rtc(#[from] RtcError),
+    #[error("bad trickle-ice-sdpfrag: {0}")]
+    Fragment(#[from] FragmentError),
+    #[error("an ICE restart (new ice-ufrag/ice-pwd) needs If-Match: \"*\" or the session's current ETag")]
+    PreconditionRequired,
+    #[error("If-Match {given} does not match the session's ETag {current}; it changed with an ICE restart")]
+    PreconditionFailed { given: String, current: String },
 }
 
 /// What a viewer gets back for its offer.
@@ -70,6 +90,15 @@ pub struct Answer {
     pub etag: String,
 }
 
+/// What a `PATCH` did.
+#[derive(Debug, Clone)]
+pub enum Patched {
+    /// Candidates were added (`204`).
+    Trickled { added: usize },
+    /// ICE restarted: the server's new fragment and the session's new ETag (`200`).
+    Restarted { fragment: String, etag: String },
+}
+
 /// One stream viewers can join.
 #[derive(Clone)]
 pub struct Stream {
@@ -78,6 +107,8 @@ pub struct Stream {
     pub source: String,
     pub feed: Feed,
     viewers: Arc<AtomicUsize>,
+    /// Chat lines and audience changes for the viewers' data channels (JSON).
+    room: broadcast::Sender<Arc<str>>,
 }
 
 impl Stream {
@@ -87,7 +118,17 @@ impl Stream {
             source: source.into(),
             feed,
             viewers: Arc::new(AtomicUsize::new(0)),
+            room: broadcast::channel(ROOM_BACKLOG).0,
         }
+    }
+
+    /// Tells every data channel of this stream (nobody listening is fine).
+    pub(crate) fn announce(&self, json: String) {
+        let _ = self.room.send(Arc::from(json));
+    }
+
+    fn announce_viewers(&self, count: usize) {
+        self.announce(serde_json::json!({"type": "viewers", "count": count}).to_string());
     }
 
     /// Viewers currently connected or connecting.
@@ -99,8 +140,17 @@ impl Stream {
 struct Session {
     stream: Stream,
     pc: Arc<dyn PeerConnection>,
+    handler: Arc<Handler>,
     cancel: CancellationToken,
     created: Instant,
+    /// Changes with every ICE restart; `PATCH` is checked against it.
+    etag: Mutex<String>,
+    /// The viewer's current ICE username fragment: a `PATCH` with another one restarts ICE.
+    remote_ufrag: Mutex<Option<String>>,
+    /// One `PATCH` at a time per session.
+    patching: tokio::sync::Mutex<()>,
+    /// The UDP port this session's sockets use, when ports come from a range.
+    _port: Option<PortLease>,
 }
 
 /// Counters over the server's lifetime.
@@ -143,6 +193,11 @@ impl Sessions {
 
     pub fn streams(&self) -> &[Stream] {
         &self.inner.streams
+    }
+
+    /// The STUN/TURN servers viewers are told about.
+    pub fn ice_servers(&self) -> &[rtc::IceServer] {
+        &self.inner.rtc.ice_servers
     }
 
     pub fn stream(&self, name: &str) -> Result<&Stream, WhepError> {
@@ -192,13 +247,31 @@ impl Sessions {
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (gathered_tx, mut gathered_rx) = watch::channel(false);
         let (ice_tx, ice_rx) = watch::channel(false);
+        let (channel_tx, channel_rx) = mpsc::channel(1);
         let handler = Arc::new(Handler {
             state_tx,
             gathered_tx,
             ice_tx,
+            channel_tx,
         });
-        let pc = rtc::new_peer_connection(&self.inner.rtc, &choice, handler).await?;
-        let setup = negotiate(&pc, &choice, offer_sdp, &stream.name, &mut gathered_rx).await;
+        let remote_ufrag = sdpfrag::ufrag_of(&offer_sdp);
+        let (pc, port) = rtc::new_peer_connection(&self.inner.rtc, &choice, handler.clone())
+            .await
+            .inspect_err(|e| {
+                if matches!(e, RtcError::NoPorts(_)) {
+                    metrics::counter!("whepcast_sessions_refused_total", "reason" => "no UDP port")
+                        .increment(1);
+                }
+            })?;
+        let setup = negotiate(
+            &pc,
+            &choice,
+            offer_sdp,
+            &stream.name,
+            &mut gathered_rx,
+            &self.inner.rtc,
+        )
+        .await;
         let (answer_sdp, track, ssrc, payload_type) = match setup {
             Ok(v) => v,
             Err(e) => {
@@ -212,8 +285,13 @@ impl Sessions {
         let session = Arc::new(Session {
             stream: stream.clone(),
             pc,
+            handler,
             cancel: self.inner.closing.child_token(),
             created: Instant::now(),
+            etag: Mutex::new(etag.clone()),
+            remote_ufrag: Mutex::new(remote_ufrag),
+            patching: tokio::sync::Mutex::new(()),
+            _port: port,
         });
         lock(&self.inner.map).insert(id.clone(), session.clone());
         tracing::debug!(session = %short(&id), "answered in {:?}", t0.elapsed());
@@ -221,6 +299,7 @@ impl Sessions {
         metrics::counter!("whepcast_sessions_created_total", "stream" => stream.name.clone())
             .increment(1);
         let watching = stream.viewers.fetch_add(1, Ordering::Relaxed) + 1;
+        stream.announce_viewers(watching);
         tracing::info!(
             stream = %stream.name, session = %short(&id),
             "viewer joined ({watching} watching {})", stream.name
@@ -237,6 +316,15 @@ impl Sessions {
         tokio::spawn(forward_keyframe_requests(
             track,
             stream.feed.clone(),
+            cancel.clone(),
+        ));
+        tokio::spawn(datachannel::serve(
+            datachannel::Viewer {
+                session: short(&id).to_owned(),
+                name: format!("viewer-{}", random_hex(2)),
+                stream: stream.clone(),
+            },
+            channel_rx,
             cancel.clone(),
         ));
         tokio::spawn(supervise(
@@ -280,12 +368,110 @@ impl Sessions {
         )
         .increment(1);
         let left = session.stream.viewers.fetch_sub(1, Ordering::Relaxed) - 1;
+        session.stream.announce_viewers(left);
         tracing::info!(
             stream = %session.stream.name, session = %short(id),
             "viewer left after {:.1}s ({reason}); {left} watching {}",
             session.created.elapsed().as_secs_f32(), session.stream.name
         );
         true
+    }
+
+    /// `PATCH` with a trickle-ice-sdpfrag body: adds the viewer's candidates, or restarts
+    /// ICE when the fragment carries new credentials (RFC 9725 section 4.3).
+    ///
+    /// `if_match` is the request's `If-Match`. A restart needs one (`"*"` or the current
+    /// ETag), else [`WhepError::PreconditionRequired`]; a trickle may omit it (clients such
+    /// as the `whip-whep` library only learn the ETag from a restart), but a stale one is
+    /// [`WhepError::PreconditionFailed`].
+    pub async fn patch(
+        &self,
+        id: &str,
+        if_match: Option<&str>,
+        body: &[u8],
+    ) -> Result<Patched, WhepError> {
+        let session = lock(&self.inner.map)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| WhepError::UnknownSession(short(id).to_string()))?;
+        let _one_at_a_time = session.patching.lock().await;
+        let frag = Fragment::parse(body)?;
+        let restart = match (&frag.ufrag, &*lock(&session.remote_ufrag)) {
+            (Some(new), Some(current)) => new != current,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        match if_match.map(str::trim) {
+            None if restart => return Err(WhepError::PreconditionRequired),
+            // `"*"` quoted is strictly an ETag, but some clients send it for the wildcard.
+            None | Some("*") | Some("\"*\"") => {}
+            Some(given) => {
+                let current = lock(&session.etag).clone();
+                let matches = given
+                    .split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == current);
+                if !matches {
+                    return Err(WhepError::PreconditionFailed {
+                        given: given.chars().take(40).collect(),
+                        current,
+                    });
+                }
+            }
+        }
+        if restart {
+            let (fragment, etag) = self.restart_ice(&session, &frag).await?;
+            Ok(Patched::Restarted { fragment, etag })
+        } else {
+            let added = add_candidates(&session.pc, &frag).await?;
+            Ok(Patched::Trickled { added })
+        }
+    }
+
+    /// ICE restart as answerer: the viewer's offer with the fragment's credentials, a new
+    /// answer (new local credentials, candidates gathered again), the new ETag.
+    async fn restart_ice(
+        &self,
+        session: &Session,
+        frag: &Fragment,
+    ) -> Result<(String, String), WhepError> {
+        let (Some(ufrag), Some(pwd)) = (&frag.ufrag, &frag.pwd) else {
+            return Err(FragmentError::HalfCredentials.into());
+        };
+        let pc = &session.pc;
+        let other = |e: rtc_core::shared::error::Error| RtcError::Other(e.to_string());
+        let offer = pc
+            .remote_description()
+            .await
+            .ok_or_else(|| RtcError::Other("the session has no offer".into()))?;
+        let offer = sdpfrag::restarted_offer(&offer.sdp, ufrag, pwd);
+        let mut gathered = session.handler.gathered_tx.subscribe();
+        session.handler.gathered_tx.send_replace(false);
+        let bad = |e: rtc_core::shared::error::Error| OfferError::Malformed(e.to_string());
+        pc.set_remote_description(RTCSessionDescription::offer(offer).map_err(bad)?)
+            .await
+            .map_err(bad)?;
+        let answer = pc.create_answer(None).await.map_err(other)?;
+        pc.set_local_description(answer).await.map_err(other)?;
+        let _ = tokio::time::timeout(
+            self.inner.rtc.gather_timeout,
+            gathered.wait_for(|done| *done),
+        )
+        .await;
+        let local = pc
+            .local_description()
+            .await
+            .ok_or_else(|| RtcError::Other("no local description after the restart".into()))?;
+        let local = rtc::advertise_public_ips(&local.sdp, &self.inner.rtc.public_ips);
+        let (m_line, mid) = sdpfrag::first_media(&local)
+            .ok_or_else(|| RtcError::Other("the answer has no media section".into()))?;
+        let fragment = sdpfrag::IceParams::from_sdp(&local).to_fragment(&m_line, &mid);
+        add_candidates(pc, frag).await?;
+        let etag = format!("\"{}\"", random_hex(8));
+        *lock(&session.etag) = etag.clone();
+        *lock(&session.remote_ufrag) = Some(ufrag.clone());
+        metrics::counter!("whepcast_ice_restarts_total").increment(1);
+        tracing::info!(stream = %session.stream.name, "ICE restarted");
+        Ok((fragment, etag))
     }
 
     /// Closes every session and refuses new ones (shutdown).
@@ -298,6 +484,33 @@ impl Sessions {
     }
 }
 
+/// Adds a fragment's candidates to the session's ICE agent. Candidates the agent cannot use
+/// (mDNS `.local` names: mDNS is off) are skipped; any other refusal is the client's error.
+async fn add_candidates(pc: &Arc<dyn PeerConnection>, frag: &Fragment) -> Result<usize, WhepError> {
+    let mut added = 0;
+    for (mid, candidate) in &frag.candidates {
+        let init = RTCIceCandidateInit {
+            candidate: candidate.clone(),
+            sdp_mid: mid.clone(),
+            username_fragment: frag.ufrag.clone(),
+            ..Default::default()
+        };
+        match pc.add_ice_candidate(init).await {
+            Ok(()) => added += 1,
+            Err(_) if candidate.contains(".local ") => {}
+            Err(e) => {
+                return Err(FragmentError::Unusable(
+                    candidate.chars().take(80).collect(),
+                    e.to_string(),
+                )
+                .into())
+            }
+        }
+    }
+    metrics::counter!("whepcast_trickle_candidates_total").increment(added as u64);
+    Ok(added)
+}
+
 /// Offer → answer on a fresh peer connection. Returns the answer SDP (with every candidate),
 /// the track, and the SSRC and payload type to stamp on packets.
 async fn negotiate(
@@ -306,6 +519,7 @@ async fn negotiate(
     offer_sdp: String,
     stream: &str,
     gathered: &mut watch::Receiver<bool>,
+    config: &RtcConfig,
 ) -> Result<(String, Arc<TrackLocalStaticRTP>, u32, u8), WhepError> {
     let bad = |e: rtc_core::shared::error::Error| OfferError::Malformed(e.to_string());
     let offer = RTCSessionDescription::offer(offer_sdp).map_err(bad)?;
@@ -338,13 +552,24 @@ async fn negotiate(
         .await
         .map_err(|e| RtcError::Other(e.to_string()))?;
 
-    // Non-trickle WHEP: the answer must carry every candidate, so wait for gathering.
-    let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done)).await;
+    // The server cannot trickle in WHEP: the answer must carry every candidate, so wait for
+    // gathering (bounded: a STUN/TURN server that does not answer must not hold the viewer).
+    let gathered_in_time =
+        tokio::time::timeout(config.gather_timeout, gathered.wait_for(|done| *done))
+            .await
+            .is_ok();
+    if !gathered_in_time {
+        tracing::warn!(
+            "ICE gathering took over {:?} (is every --stun/--turn server reachable?); answering with the candidates found so far",
+            config.gather_timeout
+        );
+    }
     let sdp = pc
         .local_description()
         .await
         .ok_or_else(|| RtcError::Other("no local description after answering".into()))?
         .sdp;
+    let sdp = rtc::advertise_public_ips(&sdp, &config.public_ips);
 
     let params = sender
         .get_parameters()
@@ -542,6 +767,9 @@ struct Handler {
     gathered_tx: watch::Sender<bool>,
     /// Set once ICE has connected (before DTLS).
     ice_tx: watch::Sender<bool>,
+    /// Hands the viewer's data channel to its task (holding it here would keep the peer
+    /// connection alive: the channel refers to it).
+    channel_tx: mpsc::Sender<Arc<dyn DataChannel>>,
 }
 
 #[async_trait::async_trait]
@@ -561,6 +789,10 @@ impl PeerConnectionEventHandler for Handler {
         if state == RTCIceGatheringState::Complete {
             self.gathered_tx.send_replace(true);
         }
+    }
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        // Only the first is served; later ones are dropped here.
+        let _ = self.channel_tx.try_send(channel);
     }
 }
 

@@ -1,0 +1,188 @@
+//! The viewer's data channel, when its offer has one (the project's page always does; plain
+//! WHEP players don't, and lose nothing).
+//!
+//! JSON text messages, one object each, `type` says what it is:
+//!
+//! | direction | `type`    | fields                                   | what for                       |
+//! |-----------|-----------|------------------------------------------|--------------------------------|
+//! | → viewer  | `hello`   | `session`, `stream`, `name`, `viewers`   | who this viewer is             |
+//! | → viewer  | `frame`   | `n`, `rtp`, `captured_ms`, `keyframe`    | capture time of every frame    |
+//! | ← viewer  | `ping`    | `id`, `t`                                | clock offset and round trip    |
+//! | → viewer  | `pong`    | `id`, `t` (echoed), `server_ms`          |                                |
+//! | ← viewer  | `chat`    | `text`                                   | a line for everyone watching   |
+//! | → viewer  | `chat`    | `from`, `text`, `server_ms`              | relayed to the stream's viewers|
+//! | → viewer  | `viewers` | `count`                                  | the stream's audience changed  |
+//! | → viewer  | `error`   | `text`                                   | why a message was refused      |
+//!
+//! `frame` lets a page match the RTP timestamp of the picture it shows to the moment it
+//! was captured (server clock), and `ping`/`pong` give the offset between the clocks:
+//! glass-to-glass latency for any source. Every send is non-blocking: a viewer that cannot
+//! keep up loses metadata and chat lines, never stalls anything.
+
+use super::Stream;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_util::sync::CancellationToken;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+
+/// Longest chat line, in characters.
+pub const MAX_CHAT_CHARS: usize = 280;
+/// A viewer may send this many chat lines per [`CHAT_WINDOW`].
+pub const CHAT_LINES: usize = 5;
+pub const CHAT_WINDOW: Duration = Duration::from_secs(10);
+/// Longest message accepted from a viewer.
+const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// Who is on the other end of a channel.
+pub(super) struct Viewer {
+    pub session: String,
+    /// Shown next to their chat lines.
+    pub name: String,
+    pub stream: Stream,
+}
+
+/// Serves the first data channel the viewer opens until the session ends.
+pub(super) async fn serve(
+    viewer: Viewer,
+    mut opened: mpsc::Receiver<Arc<dyn DataChannel>>,
+    cancel: CancellationToken,
+) {
+    let dc = tokio::select! {
+        _ = cancel.cancelled() => return,
+        dc = opened.recv() => match dc { Some(dc) => dc, None => return },
+    };
+    // Later channels are not ours to serve; drop their handles as they come.
+    drop(opened);
+    let mut frames = viewer.stream.feed.subscribe();
+    let mut room = viewer.stream.room.subscribe();
+    let mut recent: VecDeque<Instant> = VecDeque::with_capacity(CHAT_LINES);
+    let hello = serde_json::json!({
+        "type": "hello",
+        "session": viewer.session,
+        "stream": viewer.stream.name,
+        "name": viewer.name,
+        "viewers": viewer.stream.viewers(),
+    });
+    if !send(&dc, &hello.to_string()).await {
+        return;
+    }
+    loop {
+        let keep_going = tokio::select! {
+            _ = cancel.cancelled() => false,
+            event = dc.poll() => match event {
+                Some(DataChannelEvent::OnMessage(m)) => {
+                    let reply = handle(&viewer, &m.data, m.is_string, &mut recent);
+                    match reply {
+                        Some(r) => send(&dc, &r).await,
+                        None => true,
+                    }
+                }
+                Some(DataChannelEvent::OnClose) | None => false,
+                Some(_) => true,
+            },
+            frame = frames.recv() => match frame {
+                Ok(f) => send(&dc, &f.meta).await,
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => false,
+            },
+            line = room.recv() => match line {
+                Ok(l) => send(&dc, &l).await,
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => false,
+            },
+        };
+        if !keep_going {
+            break;
+        }
+    }
+    let _ = dc.close().await;
+}
+
+/// Sends without waiting; a full buffer drops the message. False once the channel is gone.
+async fn send(dc: &Arc<dyn DataChannel>, text: &str) -> bool {
+    match dc.try_send_text(text).await {
+        Ok(()) => true,
+        Err(rtc::shared::error::Error::ErrSendBufferFull) => true,
+        Err(_) => false,
+    }
+}
+
+/// Handles one message; returns the reply for this viewer alone, if any. Chat lines go to
+/// the whole stream through its room.
+fn handle(
+    viewer: &Viewer,
+    data: &[u8],
+    is_text: bool,
+    recent: &mut VecDeque<Instant>,
+) -> Option<String> {
+    let error = |text: &str| Some(serde_json::json!({"type": "error", "text": text}).to_string());
+    if !is_text || data.len() > MAX_MESSAGE_BYTES {
+        return error("messages are JSON text objects of at most 2 KiB");
+    }
+    let Ok(serde_json::Value::Object(msg)) = serde_json::from_slice::<serde_json::Value>(data)
+    else {
+        return error("messages are JSON objects with a \"type\"");
+    };
+    match msg.get("type").and_then(|t| t.as_str()) {
+        Some("ping") => Some(
+            serde_json::json!({
+                "type": "pong",
+                "id": msg.get("id"),
+                "t": msg.get("t"),
+                "server_ms": unix_ms(SystemTime::now()),
+            })
+            .to_string(),
+        ),
+        Some("chat") => {
+            let Some(text) = msg.get("text").and_then(|t| t.as_str()) else {
+                return error("a chat message needs \"text\"");
+            };
+            // Text only: control characters (newlines included) would let one line pose
+            // as several.
+            let text: String = text.chars().filter(|c| !c.is_control()).collect();
+            let text = text.trim();
+            if text.is_empty() {
+                return error("empty chat line");
+            }
+            if text.chars().count() > MAX_CHAT_CHARS {
+                return error(&format!(
+                    "chat lines are at most {MAX_CHAT_CHARS} characters"
+                ));
+            }
+            let now = Instant::now();
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > CHAT_WINDOW)
+            {
+                recent.pop_front();
+            }
+            if recent.len() >= CHAT_LINES {
+                return error(&format!(
+                    "slow down: at most {CHAT_LINES} lines every {} s",
+                    CHAT_WINDOW.as_secs()
+                ));
+            }
+            recent.push_back(now);
+            let line = serde_json::json!({
+                "type": "chat",
+                "from": viewer.name,
+                "text": text,
+                "server_ms": unix_ms(SystemTime::now()),
+            });
+            metrics::counter!("whepcast_chat_lines_total", "stream" => viewer.stream.name.clone())
+                .increment(1);
+            viewer.stream.announce(line.to_string());
+            None
+        }
+        _ => error("unknown message type; expected \"ping\" or \"chat\""),
+    }
+}
+
+/// Milliseconds since the Unix epoch, with sub-millisecond precision.
+pub fn unix_ms(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,452 @@
+//! ICE over WHEP on real sockets: trickle and ICE restart with PATCH (exact statuses and
+//! headers), STUN/TURN servers announced in `Link` headers, a 1:1 NAT's public address
+//! (through a real DNAT rule), and a fixed UDP port range.
+
+use crate::support::*;
+use reqwest::header::HeaderMap;
+use std::time::Duration;
+use webrtc::peer_connection::RTCSessionDescription;
+use whepcast::rtc::{IceServer, PortPool};
+use whepcast::whep::Fragment;
+
+const TRICKLE: &str = "application/trickle-ice-sdpfrag";
+
+/// The offer without its candidates: what a client that trickles POSTs.
+fn strip_candidates(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
+        .collect()
+}
+
+/// A trickle fragment with `sdp`'s credentials and candidates (RFC 8840).
+fn fragment_of(sdp: &str) -> String {
+    let p = whepcast::whep::sdpfrag::IceParams::from_sdp(sdp);
+    p.to_fragment("m=video 9 UDP/TLS/RTP/SAVPF 0", "0")
+}
+
+async fn patch(
+    url: &str,
+    content_type: Option<&str>,
+    if_match: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, HeaderMap, String) {
+    let mut req = reqwest::Client::new().patch(url).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    if let Some(m) = if_match {
+        req = req.header("If-Match", m);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, headers, res.text().await.unwrap())
+}
+
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_viewer_gets_video_and_patch_statuses_are_exact() {
+    let server = TestServer::start("320x240", 30, 2.0).await;
+    let before = metric(&server.base, "whepcast_trickle_candidates_total").await;
+    let (pc, sdp, track_rx) = offer().await;
+    let stripped = strip_candidates(&sdp);
+    assert!(!stripped.contains("a=candidate"), "the offer trickles");
+    let mut viewer = Viewer::post_offer(&server.url("/whep"), pc, stripped, track_rx, true).await;
+    let session = server.url(&viewer.location);
+    let etag = viewer.etag.clone().expect("ETag on the 201");
+
+    let frag = fragment_of(&sdp);
+    assert!(frag.contains("a=candidate:"), "{frag}");
+    let (status, _, body) = patch(&session, Some(TRICKLE), Some(&etag), frag.clone()).await;
+    assert_eq!(status, 204, "trickle: {body}");
+    let after = metric(&server.base, "whepcast_trickle_candidates_total").await;
+    assert!(after > before, "the candidates reached the ICE agent");
+    viewer
+        .wait_for("20 frames after trickling", |d| d.numbers.len() >= 20)
+        .await;
+
+    // Trickle without If-Match is accepted (clients learn the ETag only from a restart).
+    let (status, _, _) = patch(&session, Some(TRICKLE), None, frag.clone()).await;
+    assert_eq!(status, 204);
+    // Wrong or missing content type.
+    let (status, _, body) = patch(&session, Some("application/sdp"), None, frag.clone()).await;
+    assert_eq!(status, 415);
+    assert!(body.contains("trickle-ice-sdpfrag"), "{body}");
+    let (status, _, _) = patch(&session, None, None, frag.clone()).await;
+    assert_eq!(status, 415);
+    // A stale ETag.
+    let (status, _, body) = patch(&session, Some(TRICKLE), Some("\"stale\""), frag.clone()).await;
+    assert_eq!(status, 412, "{body}");
+    assert!(body.contains("ETag"), "{body}");
+    // New credentials = ICE restart, which needs If-Match.
+    let restart = frag
+        .replace("a=ice-ufrag:", "a=ice-ufrag:zz")
+        .replace("a=ice-pwd:", "a=ice-pwd:zz");
+    let (status, _, body) = patch(&session, Some(TRICKLE), None, restart).await;
+    assert_eq!(status, 428, "{body}");
+    assert!(body.contains("If-Match"), "{body}");
+    // Not a fragment; a half fragment; too big; unknown session.
+    let (status, _, body) = patch(&session, Some(TRICKLE), None, "hello world").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = patch(&session, Some(TRICKLE), None, "a=ice-ufrag:x\r\n").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = patch(&session, Some(TRICKLE), None, "a=x\r\n".repeat(5000)).await;
+    assert_eq!(status, 413);
+    let (status, _, _) = patch(
+        &server.url("/whep/session/00000000000000000000000000000000"),
+        Some(TRICKLE),
+        None,
+        frag.clone(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // OPTIONS on the session says PATCH is there and what it takes.
+    let res = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    assert!(res.headers()["allow"].to_str().unwrap().contains("PATCH"));
+    assert_eq!(res.headers()["accept-patch"], TRICKLE);
+
+    // None of that disturbed the viewer.
+    let n = viewer.decoded.borrow().numbers.len();
+    viewer
+        .wait_for("video after the bad PATCHes", |d| d.numbers.len() >= n + 15)
+        .await;
+    assert_eq!(server.active_sessions().await, 1);
+    viewer.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_over_patch_keeps_video_flowing() {
+    let server = TestServer::start("320x240", 30, 2.0).await;
+    let mut viewer = Viewer::connect(&server.url("/whep")).await;
+    viewer
+        .wait_for("10 frames", |d| d.numbers.len() >= 10)
+        .await;
+    let session = server.url(&viewer.location);
+    let old_etag = viewer.etag.clone().unwrap();
+    let old_answer = viewer.pc.remote_description().await.unwrap().sdp;
+
+    // The viewer restarts ICE: new credentials, sent with If-Match: "*".
+    viewer.pc.restart_ice().await.unwrap();
+    let offer = viewer.pc.create_offer(None).await.unwrap();
+    viewer.pc.set_local_description(offer).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // let it gather
+    let local = viewer.pc.local_description().await.unwrap().sdp;
+    let frag = fragment_of(&local);
+    let (status, headers2, body) = patch(&session, Some(TRICKLE), Some("*"), frag).await;
+    assert_eq!(status, 200, "ICE restart: {body}");
+    assert_eq!(headers2["content-type"], TRICKLE);
+    let new_etag = headers2["etag"].to_str().unwrap().to_string();
+    assert_ne!(new_etag, old_etag, "a restart changes the ETag");
+    let answer = Fragment::parse(body.as_bytes()).expect("the answer is a fragment");
+    let old_ufrag = whepcast::whep::sdpfrag::ufrag_of(&old_answer).unwrap();
+    let new_ufrag = answer.ufrag.clone().expect("new ufrag");
+    assert_ne!(new_ufrag, old_ufrag, "the server's credentials change too");
+    assert!(
+        !answer.candidates.is_empty() && answer.end_of_candidates,
+        "{body}"
+    );
+
+    // Apply the server's fragment to the viewer's copy of the answer.
+    let mut sdp = String::new();
+    for line in strip_candidates(&old_answer).split_inclusive('\n') {
+        if line.starts_with("a=ice-ufrag:") {
+            sdp.push_str(&format!("a=ice-ufrag:{new_ufrag}\r\n"));
+        } else if line.starts_with("a=ice-pwd:") {
+            sdp.push_str(&format!("a=ice-pwd:{}\r\n", answer.pwd.as_deref().unwrap()));
+        } else {
+            sdp.push_str(line);
+            if line.starts_with("a=mid:") {
+                for (_, c) in &answer.candidates {
+                    sdp.push_str(&format!("a={c}\r\n"));
+                }
+            }
+        }
+    }
+    viewer
+        .pc
+        .set_remote_description(RTCSessionDescription::answer(sdp).unwrap())
+        .await
+        .unwrap();
+
+    // Longer than the server needs to drop a viewer whose ICE broke (4 s + 2 s grace).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let n = viewer.decoded.borrow().numbers.len();
+    viewer
+        .wait_for("video after the ICE restart", |d| d.numbers.len() >= n + 30)
+        .await;
+    assert_eq!(server.active_sessions().await, 1, "the session survived");
+    // The old ETag is stale now; the new one works for trickle.
+    let trickle = fragment_of(&viewer.pc.local_description().await.unwrap().sdp);
+    let (status, _, _) = patch(&session, Some(TRICKLE), Some(&old_etag), trickle.clone()).await;
+    assert_eq!(status, 412);
+    let (status, _, body) = patch(&session, Some(TRICKLE), Some(&new_etag), trickle).await;
+    assert_eq!(status, 204, "{body}");
+    viewer.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_servers_are_announced_in_link_headers() {
+    let servers = vec![
+        IceServer::new("stun:127.0.0.1:9", None, None).unwrap(),
+        IceServer::new(
+            "turn:127.0.0.1:9?transport=udp",
+            Some("user".into()),
+            Some("pass".into()),
+        )
+        .unwrap(),
+    ];
+    let want = [
+        "<stun:127.0.0.1:9>; rel=\"ice-server\"",
+        "<turn:127.0.0.1:9?transport=udp>; rel=\"ice-server\"; username=\"user\"; credential=\"pass\"; credential-type=\"password\"",
+    ];
+    let links = |h: &HeaderMap| -> Vec<String> {
+        h.get_all("link")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    let s = servers.clone();
+    let server = TestServer::with_config(vec![pattern_stream("320x240", 30, 2.0)], |c| {
+        c.rtc.ice_servers = s;
+        // Nothing answers on port 9: the answer must not wait long for it.
+        c.rtc.gather_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (pc, sdp, _rx) = offer().await;
+    let (status, headers, body) = post(&server.url("/whep"), Some("application/sdp"), sdp).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(links(&headers), want);
+    let _ = pc.close().await;
+    let res = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, server.url("/whep"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    assert_eq!(links(res.headers()), want, "OPTIONS announces them too");
+    assert_eq!(res.headers()["accept-post"], "application/sdp");
+    server.stop().await;
+
+    // With a token, credentials go only to requests that carry it.
+    let server = TestServer::with_config(vec![pattern_stream("320x240", 30, 2.0)], |c| {
+        c.rtc.ice_servers = servers;
+        c.token = Some("tok".into());
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let res = client
+        .request(reqwest::Method::OPTIONS, server.url("/whep"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        links(res.headers()).is_empty(),
+        "no TURN password without the token"
+    );
+    let res = client
+        .request(reqwest::Method::OPTIONS, server.url("/whep"))
+        .header("Authorization", "Bearer tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(links(res.headers()).len(), 2);
+    // CORS lets a page read them.
+    let res = post_cors(&server.url("/whep")).await;
+    let exposed = res
+        .get("access-control-expose-headers")
+        .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+        .unwrap_or_default();
+    for h in ["location", "etag", "link", "accept-post"] {
+        assert!(exposed.contains(h), "CORS exposes {h}: {exposed}");
+    }
+    server.stop().await;
+}
+
+/// A cross-origin POST (refused for lack of a token, which is fine: only headers matter).
+async fn post_cors(url: &str) -> HeaderMap {
+    reqwest::Client::new()
+        .post(url)
+        .header("Origin", "http://example.test")
+        .header("Content-Type", "application/sdp")
+        .body("v=0")
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .clone()
+}
+
+/// The port of each host candidate in `sdp`.
+fn candidate_ports(sdp: &str) -> Vec<u16> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter_map(|c| c.split_whitespace().nth(5)?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_take_ports_from_the_range_and_503_when_it_runs_out() {
+    let pool = PortPool::parse("47310-47311").unwrap();
+    let server = TestServer::with_config(vec![pattern_stream("320x240", 30, 2.0)], |c| {
+        c.rtc.ports = Some(pool.clone());
+    })
+    .await;
+    let whep = server.url("/whep");
+    let mut a = Viewer::connect(&whep).await;
+    let mut b = Viewer::connect(&whep).await;
+    for v in [&a, &b] {
+        let answer = v.pc.remote_description().await.unwrap().sdp;
+        let ports = candidate_ports(&answer);
+        assert!(!ports.is_empty());
+        assert!(
+            ports.iter().all(|p| (47310..=47311).contains(p)),
+            "candidate ports {ports:?}"
+        );
+    }
+    a.wait_for("video on the first", |d| d.frames >= 10).await;
+    b.wait_for("video on the second", |d| d.frames >= 10).await;
+    assert_eq!(pool.available(), 0);
+
+    let (pc, sdp, _rx) = offer().await;
+    let (status, headers, body) = post(&whep, Some("application/sdp"), sdp.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        body.contains("UDP port") && body.contains("47310-47311"),
+        "{body}"
+    );
+    let _ = pc.close().await;
+
+    // A seat frees when a viewer leaves.
+    let res = reqwest::Client::new()
+        .delete(server.url(&a.location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    a.close().await;
+    let mut c = Viewer::connect(&whep).await;
+    c.wait_for("video on the third", |d| d.frames >= 10).await;
+    let n = b.decoded.borrow().frames;
+    b.wait_for("the second unaffected", |d| d.frames >= n + 10)
+        .await;
+    b.close().await;
+    c.close().await;
+    server.stop().await;
+}
+
+/// Runs `cmd` through `sh`, panicking with its output when it fails.
+fn sh(cmd: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Only in the loopback-only network namespace `scripts/test.sh` runs tests in: this test
+/// adds an address and a NAT rule, which must not touch the host's network.
+fn in_private_namespace() -> bool {
+    // /proc/net/dev lists this network namespace's interfaces (/sys may be the host's).
+    let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    ifaces == ["lo"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_ip_is_advertised_and_reached_through_a_real_dnat() {
+    assert!(
+        in_private_namespace(),
+        "run through scripts/test.sh: this test needs a loopback-only network namespace"
+    );
+    // 203.0.113.7 stands for the NAT's public address: packets to it are rewritten to
+    // 127.0.0.1, where the server's sockets are. Without the rule nothing listens there.
+    sh("ip addr add 203.0.113.7/32 dev lo 2>/dev/null || true");
+    sh("iptables -t nat -C OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1 2>/dev/null \
+        || iptables -t nat -A OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1");
+    let server = TestServer::with_config(vec![pattern_stream("320x240", 30, 2.0)], |c| {
+        c.rtc.public_ips = vec!["203.0.113.7".parse().unwrap()];
+    })
+    .await;
+    // The viewer hides its own candidates, so the server cannot reach it first: the only
+    // way in is the viewer's check to the public address.
+    let (pc, sdp, track_rx) = offer().await;
+    let res = reqwest::Client::new()
+        .post(server.url("/whep"))
+        .header("Content-Type", "application/sdp")
+        .body(strip_candidates(&sdp))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let answer = res.text().await.unwrap();
+    let local: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" 127.0.0.1 "))
+        .collect();
+    let public: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" 203.0.113.7 "))
+        .collect();
+    assert_eq!(
+        public.len(),
+        local.len(),
+        "one public copy per host candidate:\n{answer}"
+    );
+    assert_eq!(
+        candidate_ports(&public.join("\n")),
+        candidate_ports(&local.join("\n"))
+    );
+    // Keep only the public candidate, as a viewer on the internet would see it.
+    let only_public: String = answer
+        .split_inclusive('\n')
+        .filter(|l| !(l.starts_with("a=candidate:") && l.contains(" 127.0.0.1 ")))
+        .collect();
+    pc.set_remote_description(RTCSessionDescription::answer(only_public).unwrap())
+        .await
+        .unwrap();
+    let (dec_tx, mut dec_rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        let Ok(Ok(track)) = tokio::time::timeout(WAIT, track_rx).await else {
+            return;
+        };
+        while let Some(ev) = track.poll().await {
+            if let webrtc::media_stream::track_remote::TrackRemoteEvent::OnRtpPacket(_) = ev {
+                dec_tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
+    let got = tokio::time::timeout(WAIT, dec_rx.wait_for(|n| *n >= 100)).await;
+    let _ = pc.close().await;
+    sh("iptables -t nat -D OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1");
+    assert!(got.is_ok(), "no media through the public address");
+    server.stop().await;
+}
