@@ -11,5 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-build.sh
-bash scripts/apt-install.sh chromium ffmpeg xvfb x11-xserver-utils iproute2 util-linux coturn
+bash scripts/apt-install.sh chromium ffmpeg xvfb x11-xserver-utils iproute2 util-linux coturn iptables
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
