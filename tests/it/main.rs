@@ -2,6 +2,7 @@
 //! one module per concern. Every test runs a real server and real WebRTC peers on loopback.
 
 mod access;
+mod datachannel;
 mod encode;
 mod fanout;
 mod ice;

@@ -144,6 +144,8 @@ pub struct Decoded {
     pub first_packet_at: Option<Instant>,
     /// The latest decoded picture.
     pub last: Option<Picture>,
+    /// RTP timestamps of the decoded frames, in order.
+    pub rtp_timestamps: Vec<u32>,
 }
 
 /// A decoded picture, tightly packed I420.
@@ -260,6 +262,19 @@ pub async fn offer() -> (
     String,
     oneshot::Receiver<Arc<dyn TrackRemote>>,
 ) {
+    let (pc, sdp, track, _) = offer_with_channel(None).await;
+    (pc, sdp, track)
+}
+
+/// Like [`offer`], and with a data channel labelled `label` when given (as the page does).
+pub async fn offer_with_channel(
+    label: Option<&str>,
+) -> (
+    Arc<dyn PeerConnection>,
+    String,
+    oneshot::Receiver<Arc<dyn TrackRemote>>,
+    Option<Arc<dyn webrtc::data_channel::DataChannel>>,
+) {
     let mut media = MediaEngine::default();
     media
         .register_codec(
@@ -313,11 +328,15 @@ pub async fn offer() -> (
     )
     .await
     .unwrap();
+    let channel = match label {
+        Some(l) => Some(pc.create_data_channel(l, None).await.unwrap()),
+        None => None,
+    };
     let offer = pc.create_offer(None).await.unwrap();
     pc.set_local_description(offer).await.unwrap();
     let _ = tokio::time::timeout(WAIT, gathered_rx.wait_for(|d| *d)).await;
     let sdp = pc.local_description().await.unwrap().sdp;
-    (pc, sdp, track_rx)
+    (pc, sdp, track_rx, channel)
 }
 
 impl Viewer {
@@ -464,6 +483,7 @@ async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>, decod
                 }
             }
             state.last = Some(Picture::copy(w, h, [yuv.y(), yuv.u(), yuv.v()], ys, us));
+            state.rtp_timestamps.push(pkt.header.timestamp);
             state.frames += 1;
             state.size = Some((w, h));
             state.first_frame_at.get_or_insert_with(Instant::now);
