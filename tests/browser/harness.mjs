@@ -81,3 +81,91 @@ export async function waitInPage(page, fn, arg, ms = 20000) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** A UDP port on 127.0.0.1 that nothing listens on right now (TCP free too). */
+export async function freePort() {
+  const { createSocket } = await import("node:dgram");
+  const { createServer } = await import("node:net");
+  for (;;) {
+    const udp = createSocket("udp4");
+    const port = await new Promise((res, rej) => {
+      udp.once("error", rej);
+      udp.bind(0, "127.0.0.1", () => res(udp.address().port));
+    });
+    const tcpFree = await new Promise((res) => {
+      const srv = createServer();
+      srv.once("error", () => res(false));
+      srv.listen(port, "127.0.0.1", () => srv.close(() => res(true)));
+    });
+    await new Promise((r) => udp.close(r));
+    if (tcpFree) return port;
+  }
+}
+
+/** Resolves true once a STUN Binding request to 127.0.0.1:port gets a response. */
+async function stunAnswers(port, ms) {
+  const { createSocket } = await import("node:dgram");
+  const { randomBytes } = await import("node:crypto");
+  const sock = createSocket("udp4");
+  const req = Buffer.alloc(20);
+  req.writeUInt16BE(0x0001, 0); // Binding request, no attributes
+  req.writeUInt32BE(0x2112a442, 4); // magic cookie
+  randomBytes(12).copy(req, 8);
+  return new Promise((resolve) => {
+    const done = (ok) => { clearInterval(tick); clearTimeout(limit); sock.close(); resolve(ok); };
+    sock.on("message", (msg) => { if (msg.length >= 20 && msg.readUInt16BE(0) === 0x0101) done(true); });
+    sock.on("error", () => {}); // ICMP port unreachable until the server listens
+    const send = () => sock.send(req, port, "127.0.0.1");
+    const tick = setInterval(send, 100);
+    const limit = setTimeout(() => done(false), ms);
+    send();
+  });
+}
+
+/**
+ * Starts a real TURN server (coturn) on loopback with long-term credentials `user`:`pass`;
+ * resolves once it answers STUN on its port. `url` is the turn: URL to give whepcast --turn.
+ */
+export async function startTurn({ user = "u", pass = "p", realm = "whepcast" } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "whepcast-turn-"));
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const child = spawn("turnserver", [
+      "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", `--listening-port=${port}`,
+      "--min-port=49200", "--max-port=49300", `--user=${user}:${pass}`, `--realm=${realm}`,
+      "--lt-cred-mech", "--no-tls", "--no-dtls", "--allow-loopback-peers", "--no-cli",
+      "--log-file=stdout", "--simple-log", `--pidfile=${join(dir, "turnserver.pid")}`,
+      `--userdb=${join(dir, "turndb")}`,
+    ], { stdio: ["ignore", "pipe", "pipe"] });
+    let log = "";
+    child.stdout.on("data", (d) => { log += d; });
+    child.stderr.on("data", (d) => { log += d; });
+    const exited = new Promise((r) => child.once("exit", (code) => r(code)));
+    const up = await Promise.race([stunAnswers(port, 10000), exited.then(() => false)]);
+    if (up) {
+      return {
+        url: `turn:127.0.0.1:${port}`, port, user, pass, child, log: () => log,
+        async stop() {
+          if (child.exitCode === null) { child.kill("SIGTERM"); await exited; }
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    }
+    if (child.exitCode === null) { child.kill("SIGKILL"); await exited; }
+    if (attempt >= 2) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error("coturn (turnserver) did not start on 127.0.0.1:" + port + ":\n" + log.slice(-3000));
+    }
+  }
+}
+
+/** Sum of every sample of a Prometheus metric in GET /metrics, or null when it is absent. */
+export async function metric(serverUrl, name) {
+  const text = await (await fetch(serverUrl + "/metrics")).text();
+  let sum = null;
+  for (const line of text.split("\n")) {
+    const m = line.match(/^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/);
+    if (m && m[1] === name) sum = (sum || 0) + Number(m[3]);
+  }
+  return sum;
+}
