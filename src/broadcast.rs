@@ -36,6 +36,8 @@ pub const MIN_FORCED_IDR_GAP: Duration = Duration::from_millis(200);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// H.264 over RTP always uses a 90 kHz clock.
 const RTP_CLOCK: u64 = 90_000;
+/// While a stream stays overloaded, how often the log says so again.
+const OVERLOAD_REPEAT: Duration = Duration::from_secs(10);
 
 /// One encoded picture as RTP packets, shared by every viewer.
 ///
@@ -69,6 +71,10 @@ pub struct Stats {
     size: AtomicU64,
     /// When the pipeline last completed a tick, in ms since it started (liveness).
     last_tick_ms: AtomicU64,
+    /// Share of the last second the pipeline spent drawing, encoding and packetizing, ‰.
+    pub load_permille: AtomicU64,
+    /// Whether the pipeline could not keep up over the last second (it dropped frames).
+    pub overloaded: AtomicBool,
 }
 
 impl Stats {
@@ -159,9 +165,11 @@ impl Broadcast {
             metrics::histogram!("whepcast_encode_seconds", "stream" => name.to_string());
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let (shared_tx, shared_rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
+        let span = tracing::info_span!("stream", name = %name);
         let thread = std::thread::Builder::new()
             .name("whepcast-pipeline".into())
             .spawn(move || {
+                let _span = span.entered();
                 let opened = open()
                     .map_err(StartError::from)
                     .and_then(|source| prepare(source, settings));
@@ -335,6 +343,9 @@ impl Pipeline {
         let mut last_encode = Instant::now();
         let mut last_error: Option<Instant> = None;
         let (mut window_start, mut window_frames) = (Instant::now(), 0u64);
+        let mut window_dropped = 0u64;
+        let mut busy_in_window = Duration::ZERO;
+        let mut last_warning: Option<Instant> = None;
         while !self.shared.stop.load(Ordering::Acquire) {
             let now = Instant::now();
             if now < next_due {
@@ -370,7 +381,16 @@ impl Pipeline {
                     .stats
                     .current_fps_milli
                     .store(fps_milli, Ordering::Relaxed);
+                let dropped = self.shared.stats.frames_dropped.load(Ordering::Relaxed);
+                self.report_load(
+                    busy_in_window.as_secs_f64() / since.as_secs_f64(),
+                    dropped - window_dropped,
+                    fps_milli,
+                    &mut last_warning,
+                );
                 (window_start, window_frames) = (Instant::now(), encoded);
+                window_dropped = dropped;
+                busy_in_window = Duration::ZERO;
             }
 
             self.tick(start);
@@ -459,12 +479,45 @@ impl Pipeline {
                 // Everyone subscribed now gets this IDR; earlier requests are answered.
                 self.shared.keyframe_wanted.store(false, Ordering::Release);
             }
-            self.encode_seconds.record(busy.elapsed().as_secs_f64());
+            let took = busy.elapsed();
+            busy_in_window += took;
+            self.encode_seconds.record(took.as_secs_f64());
             // Err only means nobody is subscribed right now.
             let _ = self.shared.tx.send(Arc::new(media));
         }
         tracing::debug!("pipeline stopped after {} frames", self.encoder.frames());
         self.shared.ended.cancel();
+    }
+
+    /// Publishes the last second's load, and says so in the log when the pipeline cannot
+    /// keep up: once when it starts, every 10 s while it lasts, once when it is over.
+    fn report_load(
+        &self,
+        load: f64,
+        dropped: u64,
+        fps_milli: u64,
+        last_warning: &mut Option<Instant>,
+    ) {
+        let stats = &self.shared.stats;
+        stats
+            .load_permille
+            .store((load * 1000.0) as u64, Ordering::Relaxed);
+        // One late slot can be a hiccup (another process, a page fault); two a second is not.
+        let over = dropped >= 2;
+        let was = stats.overloaded.swap(over, Ordering::Relaxed);
+        let settings = &self.shared.settings;
+        if over && (!was || last_warning.is_none_or(|t| t.elapsed() >= OVERLOAD_REPEAT)) {
+            tracing::warn!(
+                "overloaded: encoding {:.1} of {} fps at {} ({dropped} frames dropped in the last second, pipeline busy {:.0}% of the time); viewers get fewer frames but no extra delay. Lower --size or --fps to fix it",
+                fps_milli as f64 / 1000.0,
+                settings.fps,
+                stats.size(),
+                load * 100.0
+            );
+            *last_warning = Some(Instant::now());
+        } else if was && !over {
+            tracing::info!("keeping up again at {} fps", settings.fps);
+        }
     }
 
     fn tick(&self, start: Instant) {

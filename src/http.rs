@@ -336,6 +336,10 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         let st = s.feed.stats();
         let name = s.name.clone();
         metrics::gauge!("whepcast_viewers", "stream" => name.clone()).set(s.viewers() as f64);
+        metrics::gauge!("whepcast_pipeline_load", "stream" => name.clone())
+            .set(st.load_permille.load(Ordering::Relaxed) as f64 / 1000.0);
+        metrics::gauge!("whepcast_overloaded", "stream" => name.clone())
+            .set(u8::from(st.overloaded.load(Ordering::Relaxed)) as f64);
         let totals = [
             ("whepcast_frames_in_total", &st.frames_in),
             ("whepcast_frames_encoded_total", &st.frames_encoded),
@@ -388,6 +392,9 @@ async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
                 "forced_keyframes": st.forced_keyframes.load(Ordering::Relaxed),
                 "bytes_encoded": st.bytes_encoded.load(Ordering::Relaxed),
                 "encode_fps": st.current_fps_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+                // Share of the frame time the pipeline is busy; above 1 it drops frames.
+                "load": st.load_permille.load(Ordering::Relaxed) as f64 / 1000.0,
+                "overloaded": st.overloaded.load(Ordering::Relaxed),
                 "uptime_seconds": s.feed.uptime().as_secs_f64(),
             })
         })

@@ -9,13 +9,13 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 /// A viewer with a data channel, and the JSON messages the server sent on it.
-struct Member {
-    viewer: Viewer,
+pub(crate) struct Member {
+    pub(crate) viewer: Viewer,
     dc: Arc<dyn DataChannel>,
     inbox: mpsc::UnboundedReceiver<Value>,
 }
 
-async fn join(endpoint: &str) -> Member {
+pub(crate) async fn join(endpoint: &str) -> Member {
     let (pc, sdp, track_rx, dc) = offer_with_channel(Some("whepcast")).await;
     let dc = dc.expect("data channel");
     let viewer = Viewer::post_offer(endpoint, pc, sdp, track_rx, true).await;
@@ -37,7 +37,7 @@ async fn join(endpoint: &str) -> Member {
 
 impl Member {
     /// The next message of type `kind` (others are skipped).
-    async fn next(&mut self, kind: &str) -> Value {
+    pub(crate) async fn next(&mut self, kind: &str) -> Value {
         let found = tokio::time::timeout(WAIT, async {
             loop {
                 let v = self.inbox.recv().await.expect("channel open");
@@ -55,7 +55,7 @@ impl Member {
     }
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     whepcast::whep::unix_ms(SystemTime::now())
 }
 
