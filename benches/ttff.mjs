@@ -3,11 +3,19 @@
 // installed) the GStreamer reference broadcaster, with the same page and the same browser.
 //
 //     scripts/bench.sh ttff          # or: node benches/ttff.mjs [joins]
+//
+// TURN mode (`--turn` or TTFF_TURN=1): a real coturn on loopback, announced by whepcast
+// (--turn); the same page joins directly and relay-only (relay=1: every packet through the
+// TURN server) in the same run, so the two rows compare the relay's cost alone.
+//
+//     scripts/bench.sh ttff 10 --turn    # or: node benches/ttff.mjs 10 --turn
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { startServer, launchBrowser, waitInPage } from "../tests/browser/harness.mjs";
+import { startServer, launchBrowser, waitInPage, startTurn } from "../tests/browser/harness.mjs";
 
-const joins = Number(process.argv[2] || 10);
+const argv = process.argv.slice(2);
+const turnMode = argv.includes("--turn") || process.env.TTFF_TURN === "1";
+const joins = Number(argv.find((a) => /^\d+$/.test(a)) || 10);
 const gstScript = new URL("../../shared/peers/gst_whep.py", import.meta.url).pathname;
 
 function startGst() {
@@ -28,7 +36,12 @@ const breakdown = [];
 let latencyRow = null;
 const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 
-async function measure(name, pageUrl) {
+// Median time from the POST to each step, to show where the time goes.
+const steps = turnMode
+  ? ["answer", "relay-candidate", "ice-checking", "ice-connected", "pc-connected", "first-frame"]
+  : ["answer", "ice-checking", "ice-connected", "pc-connected", "first-frame"];
+
+async function measure(name, pageUrl, wantRelay = null) {
   const browser = await launchBrowser();
   const page = await browser.context.newPage();
   const samples = [];
@@ -39,6 +52,11 @@ async function measure(name, pageUrl) {
       const ms = await waitInPage(page, () => window.whepcast.ttffMs, null, 15000);
       samples.push(ms);
       marks.push(await page.evaluate(() => window.whepcast.marks));
+      if (wantRelay !== null && i === 0) {
+        // Make sure the row measures what it says: a relayed (or a direct) candidate pair.
+        const type = await waitInPage(page, () => window.whepcast.localCandidateType, null, 5000);
+        if ((type === "relay") !== wantRelay) throw new Error(`${name}: the page's candidate pair is ${type}`);
+      }
       await page.goto("about:blank"); // pagehide sends DELETE
       await new Promise((r) => setTimeout(r, 700));
     }
@@ -47,8 +65,6 @@ async function measure(name, pageUrl) {
   }
   const s = [...samples].sort((a, b) => a - b);
   console.log(`| ${name} | ${joins} | ${pct(s, 0.5)} | ${pct(s, 0.95)} | ${s[0]} | ${s[s.length - 1]} | ${samples.join(" ")} |`);
-  // Median time from the POST to each step, to show where the time goes.
-  const steps = ["answer", "ice-checking", "ice-connected", "pc-connected", "first-frame"];
   breakdown.push(`| ${name} | ` + steps.map((k) => {
     const v = marks.map((m) => m[k]).filter((x) => x !== undefined).sort((a, b) => a - b);
     return v.length ? pct(v, 0.5) : "–";
@@ -57,6 +73,26 @@ async function measure(name, pageUrl) {
 
 console.log("| server | joins | median ms | p95 ms | min | max | samples |");
 console.log("|---|---|---|---|---|---|---|");
+if (turnMode) {
+  const turn = await startTurn({ user: "u", pass: "p" });
+  try {
+    const wc = await startServer(["--size", "1280x720", "--fps", "30", "--bitrate", "2500k",
+      "--turn", turn.url, "--turn-user", turn.user, "--turn-pass", turn.pass]);
+    try {
+      await measure("whepcast direct", wc.url + "/", false);
+      await measure("whepcast relay=1 (coturn)", wc.url + "/?relay=1", true);
+    } finally {
+      await wc.stop();
+    }
+  } finally {
+    await turn.stop();
+  }
+  console.log("\nMedian ms from the POST to each step:\n");
+  console.log("| path | answer received | relay candidate | ICE checking | ICE connected | DTLS connected | first frame |");
+  console.log("|---|---|---|---|---|---|---|");
+  for (const row of breakdown) console.log(row);
+  process.exit(0);
+}
 const wc = await startServer(["--size", "1280x720", "--fps", "30", "--bitrate", "2500k"]);
 try {
   await measure("whepcast", wc.url + "/");

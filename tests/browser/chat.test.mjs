@@ -52,7 +52,7 @@ test("chat between two viewers is text only; data-channel latency is plausible; 
       const s = await waitInPage(p, () => window.whepcast.dcLatencyMs !== null && window.whepcast.clockOffsetMs !== null
         && window.whepcast.rttDcMs !== null && window.whepcast, null, 20000);
       assert.ok(s.dcLatencyMs >= 0 && s.dcLatencyMs < 1000, `data-channel latency ${s.dcLatencyMs} ms`);
-      assert.match(await p.textContent("#overlay"), /latency \d+ ms/);
+      await waitInPage(p, () => /latency \d+ ms/.test(document.getElementById("overlay").textContent), null, 5000);
     }
 
     // A line over 280 characters: the server refuses it, the sender's panel says so, B sees nothing.

@@ -38,8 +38,13 @@ function stopChild(child) {
   });
 }
 
-/** A headless Chromium with a fresh profile, as root on a loopback-only network. */
-export async function launchBrowser() {
+/**
+ * A headless Chromium with a fresh profile, as root on a loopback-only network. `args` adds
+ * command-line switches, e.g. --use-fake-ui-for-media-stream: with media permission granted
+ * Chromium gathers host candidates on every interface, loopback included (without it, in a
+ * loopback-only namespace, it gathers none and only learns peer-reflexive ones from checks).
+ */
+export async function launchBrowser({ args = [] } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "whepcast-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -49,7 +54,7 @@ export async function launchBrowser() {
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection",
-      "--autoplay-policy=no-user-gesture-required",
+      "--autoplay-policy=no-user-gesture-required", ...args,
     ],
   });
   // WHEPCAST_PAGE=path/to/index.html: serve that viewer page instead of the one built into the

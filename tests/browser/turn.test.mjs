@@ -2,7 +2,7 @@
 // viewer page with relay=1 may only use relayed candidates, so every packet goes through it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser, waitInPage, startTurn, freePort } from "./harness.mjs";
+import { startServer, launchBrowser, waitInPage, startTurn, freePort, metric } from "./harness.mjs";
 
 test("relay=1 plays through a real TURN server (coturn): relayed candidate pair, decoded video", async () => {
   const turn = await startTurn({ user: "u", pass: "p" });
@@ -28,6 +28,11 @@ test("relay=1 plays through a real TURN server (coturn): relayed candidate pair,
     assert.ok(state.iceServers.some((s) => s.urls === turn.url && s.username === "u" && s.credential === "p"),
       "the page took the TURN server from the Link header: " + JSON.stringify(state.iceServers));
     assert.match(await page.textContent("#status"), /^live/);
+    // The page trickled its relayed candidate(s) to the session with PATCH.
+    const trickle = await waitInPage(page, () => window.whepcast.trickled > 0 && window.whepcast, null, 10000);
+    assert.equal(trickle.patchStatus, 204);
+    const counted = await metric(server.url, "whepcast_trickle_candidates_total");
+    assert.ok(counted === null || counted >= trickle.trickled, `whepcast_trickle_candidates_total ${counted}`);
   } catch (e) {
     e.message += `\n--- whepcast log ---\n${server ? server.log() : ""}\n--- coturn log (tail) ---\n${turn.log().slice(-3000)}`;
     throw e;

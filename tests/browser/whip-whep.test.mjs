@@ -39,7 +39,8 @@ const ufragOf = (sdp) => (sdp.match(/a=ice-ufrag:(\S+)/) || [])[1];
 
 test("whip-whep's WHEPClient plays the stream, trickles its candidates and restarts ICE", async () => {
   const server = await startServer(["--size", "640x360", "--fps", "30"]);
-  const browser = await launchBrowser();
+  // Host candidates on loopback, so the client has candidates to trickle (see launchBrowser).
+  const browser = await launchBrowser({ args: ["--use-fake-ui-for-media-stream"] });
   try {
     const { context } = browser;
     await context.route(server.url + "/__test/*", (route) => {
