@@ -431,9 +431,15 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(HttpError::TooLarge(limit));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| HttpError::TooLarge(limit))
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_long = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            HttpError::TooLarge(limit)
+        } else {
+            HttpError::BadRequest(format!("could not read the request body: {e}"))
+        }
+    })
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, HttpError> {

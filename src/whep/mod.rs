@@ -54,6 +54,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// Packets sent back to back before the sender yields for a millisecond (~60 KB).
 const BURST_PACKETS: usize = 50;
+/// Most candidates a viewer may trickle per ICE generation; a browser has a handful.
+const MAX_TRICKLED: usize = 100;
 /// Chat lines and audience changes a slow viewer's data channel may fall behind by.
 const ROOM_BACKLOG: usize = 64;
 
@@ -149,6 +151,8 @@ struct Session {
     remote_ufrag: Mutex<Option<String>>,
     /// One `PATCH` at a time per session.
     patching: tokio::sync::Mutex<()>,
+    /// Candidates trickled in this ICE generation (capped: each one costs checks).
+    trickled: AtomicUsize,
     /// The UDP port this session's sockets use, when ports come from a range.
     _port: Option<PortLease>,
 }
@@ -291,6 +295,7 @@ impl Sessions {
             etag: Mutex::new(etag.clone()),
             remote_ufrag: Mutex::new(remote_ufrag),
             patching: tokio::sync::Mutex::new(()),
+            trickled: AtomicUsize::new(0),
             _port: port,
         });
         lock(&self.inner.map).insert(id.clone(), session.clone());
@@ -422,7 +427,12 @@ impl Sessions {
             let (fragment, etag) = self.restart_ice(&session, &frag).await?;
             Ok(Patched::Restarted { fragment, etag })
         } else {
+            let total = session.trickled.load(Ordering::Relaxed) + frag.candidates.len();
+            if total > MAX_TRICKLED {
+                return Err(FragmentError::TooManyTrickled(MAX_TRICKLED).into());
+            }
             let added = add_candidates(&session.pc, &frag).await?;
+            session.trickled.fetch_add(added, Ordering::Relaxed);
             Ok(Patched::Trickled { added })
         }
     }
@@ -469,6 +479,9 @@ impl Sessions {
         let etag = format!("\"{}\"", random_hex(8));
         *lock(&session.etag) = etag.clone();
         *lock(&session.remote_ufrag) = Some(ufrag.clone());
+        session
+            .trickled
+            .store(frag.candidates.len(), Ordering::Relaxed);
         metrics::counter!("whepcast_ice_restarts_total").increment(1);
         tracing::info!(stream = %session.stream.name, "ICE restarted");
         Ok((fragment, etag))

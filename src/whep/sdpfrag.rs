@@ -37,6 +37,8 @@ pub enum FragmentError {
     TooMany,
     #[error("ice-ufrag and ice-pwd must come together (RFC 8839), got only one")]
     HalfCredentials,
+    #[error("a session takes at most {0} trickled candidates per ICE generation")]
+    TooManyTrickled(usize),
     #[error("candidate '{0}' cannot be used: {1}")]
     Unusable(String, String),
 }

@@ -5,6 +5,7 @@ mod access;
 mod datachannel;
 mod encode;
 mod fanout;
+mod hostile;
 mod ice;
 mod lifecycle;
 mod sources;
