@@ -8,6 +8,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Installs the process-wide recorder (once); `None` if another recorder was installed first.
 pub fn install() -> Option<&'static PrometheusHandle> {
@@ -22,6 +24,15 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            // Histogram samples pile up in the recorder until drained: without this, the
+            // encode-time histogram alone would grow by ~20 MB a day when nobody scrapes.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("whepcast-metrics".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
             Some(handle)
         })
         .as_ref()
