@@ -146,6 +146,10 @@ export async function startTurn({ user = "u", pass = "p", realm = "whepcast" } =
     child.stdout.on("data", (d) => { log += d; });
     child.stderr.on("data", (d) => { log += d; });
     const exited = new Promise((r) => child.once("exit", (code) => r(code)));
+    // coturn outlives its parent: never leave one behind, even when a test run aborts.
+    const reap = () => { if (child.exitCode === null) child.kill("SIGKILL"); };
+    process.once("exit", reap);
+    exited.then(() => process.removeListener("exit", reap));
     const up = await Promise.race([stunAnswers(port, 10000), exited.then(() => false)]);
     if (up) {
       return {
