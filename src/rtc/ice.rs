@@ -79,23 +79,29 @@ impl fmt::Debug for IceServer {
     }
 }
 
-/// Adds, for every host candidate of `sdp`, a copy advertising each of `public_ips` (of the
-/// same IP family) with the same port: what a 1:1 NAT forwards to this host. The crate's
-/// own setting for this is never applied; its agent matches inbound checks by local socket,
-/// so a check arriving through the NAT is answered on the right one.
-pub fn advertise_public_ips(sdp: &str, public_ips: &[IpAddr]) -> String {
-    if public_ips.is_empty() {
-        return sdp.to_owned();
-    }
+/// The candidates of our answer as viewers should see them:
+///
+/// * only component 1 (RTP): WebRTC multiplexes RTCP on the same port, and the crate's
+///   duplicate component-2 lines only cost bytes and confuse some clients (whip-whep joins
+///   restart candidates in a way that breaks with more than one);
+/// * for every host candidate, a copy advertising each of `public_ips` (of the same IP
+///   family) with the same port: what a 1:1 NAT forwards to this host. The crate's own
+///   setting for this is never applied; its agent matches inbound checks by local socket, so
+///   a check arriving through the NAT is answered on the right one.
+pub fn advertise_candidates(sdp: &str, public_ips: &[IpAddr]) -> String {
     let mut out = String::with_capacity(sdp.len() + 256);
     let mut added: Vec<(IpAddr, String)> = Vec::new();
     for line in sdp.split_inclusive('\n') {
-        out.push_str(line);
         let Some(cand) = line.trim_end().strip_prefix("a=candidate:") else {
+            out.push_str(line);
             continue;
         };
         // foundation component transport priority address port typ host ...
         let f: Vec<&str> = cand.split_ascii_whitespace().collect();
+        if f.get(1).is_some_and(|c| *c != "1") {
+            continue;
+        }
+        out.push_str(line);
         if f.len() < 8 || f[6] != "typ" || f[7] != "host" {
             continue;
         }
@@ -223,12 +229,18 @@ mod tests {
                    a=candidate:2 1 udp 1694498815 198.51.100.9 40000 typ srflx raddr 10.0.0.5 rport 50001\r\n\
                    a=end-of-candidates\r\n";
         let ip: IpAddr = "203.0.113.7".parse().expect("ip");
-        let out = advertise_public_ips(sdp, &[ip]);
+        let out = advertise_candidates(sdp, &[ip]);
         assert!(out.contains("a=candidate:1 1 udp 2130706431 10.0.0.5 50001 typ host\r\n"));
         assert!(out.contains("a=candidate:19 1 udp 2130706430 203.0.113.7 50001 typ host\r\n"));
         assert_eq!(out.matches("203.0.113.7").count(), 1, "srflx is not copied");
+        let rtcp = "a=candidate:1 2 udp 2130706431 10.0.0.5 50001 typ host\r\n";
+        assert_eq!(
+            advertise_candidates(rtcp, &[]),
+            "",
+            "RTCP is multiplexed: no component 2"
+        );
         let v6: IpAddr = "2001:db8::1".parse().expect("ip");
-        assert_eq!(advertise_public_ips(sdp, &[v6]), sdp, "families must match");
+        assert_eq!(advertise_candidates(sdp, &[v6]), sdp, "families must match");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use webrtc::peer_connection::{
     RTCIceServer, SettingEngineBuilder,
 };
 
-pub use ice::{advertise_public_ips, IceServer, PortLease, PortPool};
+pub use ice::{advertise_candidates, IceServer, PortLease, PortPool};
 pub use offer::{choose_h264, H264Choice, OfferError};
 
 /// Errors from the WebRTC layer. Their text is for logs; clients get a summary.

@@ -472,7 +472,7 @@ impl Sessions {
             .local_description()
             .await
             .ok_or_else(|| RtcError::Other("no local description after the restart".into()))?;
-        let local = rtc::advertise_public_ips(&local.sdp, &self.inner.rtc.public_ips);
+        let local = rtc::advertise_candidates(&local.sdp, &self.inner.rtc.public_ips);
         let (m_line, mid) = sdpfrag::first_media(&local)
             .ok_or_else(|| RtcError::Other("the answer has no media section".into()))?;
         let fragment = sdpfrag::IceParams::from_sdp(&local).to_fragment(&m_line, &mid);
@@ -583,7 +583,7 @@ async fn negotiate(
         .await
         .ok_or_else(|| RtcError::Other("no local description after answering".into()))?
         .sdp;
-    let sdp = rtc::advertise_public_ips(&sdp, &config.public_ips);
+    let sdp = rtc::advertise_candidates(&sdp, &config.public_ips);
 
     let params = sender
         .get_parameters()
