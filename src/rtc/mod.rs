@@ -86,8 +86,9 @@ impl RtcConfig {
     }
 }
 
-/// Bytes a viewer's data channel may have in flight.
-pub const DATA_CHANNEL_BUFFER: usize = 128 * 1024;
+/// Bytes a viewer's data channel may have in flight: ~300 frame messages. Small on purpose:
+/// a capture time that waited seconds in a queue is worse than none.
+pub const DATA_CHANNEL_BUFFER: usize = 32 * 1024;
 
 /// The H.264 codec parameters we register for a viewer, from the format chosen in its offer.
 pub fn h264_codec(choice: &H264Choice) -> RTCRtpCodecParameters {

@@ -15,10 +15,15 @@ pub(crate) struct Member {
     inbox: mpsc::UnboundedReceiver<Value>,
 }
 
-pub(crate) async fn join(endpoint: &str) -> Member {
+async fn join(endpoint: &str) -> Member {
+    join_with(endpoint, true).await
+}
+
+/// A viewer with a data channel; `decode` false only counts RTP (cheap at any size).
+pub(crate) async fn join_with(endpoint: &str, decode: bool) -> Member {
     let (pc, sdp, track_rx, dc) = offer_with_channel(Some("whepcast")).await;
     let dc = dc.expect("data channel");
-    let viewer = Viewer::post_offer(endpoint, pc, sdp, track_rx, true).await;
+    let viewer = Viewer::post_offer(endpoint, pc, sdp, track_rx, decode).await;
     let (tx, inbox) = mpsc::unbounded_channel();
     let reader = dc.clone();
     tokio::spawn(async move {

@@ -104,10 +104,10 @@ async fn sigterm_with_50_viewers_closes_every_session_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_drops_frames_keeps_latency_bounded_and_says_so() {
-    // 1080p at 120 fps: more than OpenH264 encodes on one core.
+    // 4K at 120 fps: far more than OpenH264 encodes on one core (the pattern does ~45 fps).
     let mut child = Command::new(env!("CARGO_BIN_EXE_whepcast"))
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--size", "1920x1080", "--fps", "120", "--bitrate", "8M"])
+        .args(["--size", "3840x2160", "--fps", "120", "--bitrate", "8M"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -123,7 +123,8 @@ async fn overload_drops_frames_keeps_latency_bounded_and_says_so() {
     let child = Running(child);
     let mut child = child;
     let url = read_url(&mut child.0);
-    let mut member = crate::datachannel::join(&format!("{url}/whep")).await;
+    // Decoding 1080p here would load the machine more than the server does.
+    let mut member = crate::datachannel::join_with(&format!("{url}/whep"), false).await;
 
     let overloaded = eventually(WAIT, || async {
         let s = &api_at(&url).await["streams"][0];
@@ -134,12 +135,25 @@ async fn overload_drops_frames_keeps_latency_bounded_and_says_so() {
     let s = &api_at(&url).await["streams"][0];
     assert!(s["encode_fps"].as_f64().unwrap() < 120.0, "{s}");
     assert!(s["load"].as_f64().unwrap() > 0.5, "{s}");
-    // Frames are dropped, not queued: what arrives was captured moments ago.
-    for _ in 0..30 {
+    // Frames are dropped, not queued: frame slots are skipped, and what arrives was captured
+    // moments ago however long the overload lasts. (Queueing 120 fps of work done at a lower
+    // rate would add seconds of delay within seconds; the bound is loose for shared machines.)
+    let (mut skipped, mut worst, mut last_n) = (0, 0.0f64, None);
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
         let f = member.next("frame").await;
-        let age = crate::datachannel::now_ms() - f["captured_ms"].as_f64().unwrap();
-        assert!(age < 1000.0, "a frame arrived {age:.0} ms after capture");
+        let n = f["n"].as_u64().unwrap();
+        if last_n.is_some_and(|l| n > l + 1) {
+            skipped += 1;
+        }
+        last_n = Some(n);
+        worst = worst.max(crate::datachannel::now_ms() - f["captured_ms"].as_f64().unwrap());
     }
+    assert!(skipped > 0, "no frame slot was skipped");
+    assert!(
+        worst < 3000.0,
+        "a frame arrived {worst:.0} ms after capture"
+    );
     let said = eventually(Duration::from_secs(5), || async {
         log.lock().unwrap().contains("overloaded: encoding")
     })
