@@ -177,7 +177,10 @@ async fn main() {
     println!("| server | viewers | CPU % of one core | RSS MB | per-viewer kbps (min / median) | RTP loss % |");
     println!("|---|---|---|---|---|---|");
     for &n in &counts {
-        let only_ours = std::env::var("FANOUT_SOURCE").is_ok_and(|s| s != "pattern");
+        // The reference has no screen source, and FANOUT_ONLY_WHEPCAST=1 skips it (e.g. at
+        // counts where it would need more than the machine's cores).
+        let only_ours = std::env::var("FANOUT_SOURCE").is_ok_and(|s| s != "pattern")
+            || std::env::var("FANOUT_ONLY_WHEPCAST").is_ok_and(|v| v == "1");
         for name in ["whepcast", "gst-webrtcbin"] {
             if only_ours && name != "whepcast" {
                 continue;
