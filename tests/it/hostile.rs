@@ -196,7 +196,7 @@ async fn mutated_trickle_fragments_never_break_the_session() {
     let real = whepcast::whep::sdpfrag::IceParams::from_sdp(&local)
         .to_fragment("m=video 9 UDP/TLS/RTP/SAVPF 0", "0");
 
-    let mut rng = StdRng::seed_from_u64(0x7e1c_4e);
+    let mut rng = StdRng::seed_from_u64(0x007e_1c4e);
     let client = reqwest::Client::new();
     let mut counts = std::collections::BTreeMap::<u16, usize>::new();
     for _ in 0..300 {
