@@ -450,3 +450,142 @@ async fn public_ip_is_advertised_and_reached_through_a_real_dnat() {
     assert!(got.is_ok(), "no media through the public address");
     server.stop().await;
 }
+
+/// A real coturn on loopback, stopped when dropped.
+struct Coturn {
+    child: Running,
+    port: u16,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether a STUN Binding request to `port` gets an answer (the TURN server is up).
+fn stun_answers(port: u16) -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    // Binding request: type 0x0001, length 0, magic cookie, 12-byte transaction id.
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    req.extend_from_slice(&[7u8; 12]);
+    let _ = sock.send_to(&req, ("127.0.0.1", port));
+    let mut buf = [0u8; 512];
+    matches!(sock.recv(&mut buf), Ok(n) if n >= 20 && buf[0] == 0x01 && buf[1] == 0x01)
+}
+
+fn start_coturn() -> Coturn {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("whepcast-coturn-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = std::process::Command::new("turnserver")
+        .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+        .arg(format!("--listening-port={port}"))
+        .args([
+            "--min-port=49400",
+            "--max-port=49500",
+            "--user=u:p",
+            "--realm=whepcast",
+        ])
+        .args([
+            "--lt-cred-mech",
+            "--no-tls",
+            "--no-dtls",
+            "--allow-loopback-peers",
+            "--no-cli",
+        ])
+        .arg(format!("--pidfile={}", dir.join("pid").display()))
+        .arg(format!("--userdb={}", dir.join("db").display()))
+        .args(["--log-file=stdout", "--simple-log"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("turnserver (coturn) is installed: scripts/setup-test.sh");
+    let coturn = Coturn {
+        child: Running(child),
+        port,
+        _dir: TempDir(dir),
+    };
+    let t = std::time::Instant::now();
+    while !stun_answers(port) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "coturn did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    coturn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_ice_agent_allocates_a_relay_on_the_turn_server() {
+    let turn = start_coturn();
+    let url = format!("turn:127.0.0.1:{}", turn.port);
+    let server = TestServer::with_config(vec![pattern_stream("320x240", 30, 2.0)], |c| {
+        c.rtc.ice_servers = vec![IceServer::new(&url, Some("u".into()), Some("p".into())).unwrap()];
+        c.rtc.gather_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let (pc, sdp, track_rx) = offer().await;
+    let res = reqwest::Client::new()
+        .post(server.url("/whep"))
+        .header("Content-Type", "application/sdp")
+        .body(sdp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let answer = res.text().await.unwrap();
+    let relay: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ relay"))
+        .collect();
+    assert!(
+        !relay.is_empty(),
+        "no relay candidate in the answer:\n{answer}"
+    );
+    let ports = candidate_ports(&relay.join("\n"));
+    assert!(
+        ports.iter().all(|p| (49400..=49500).contains(p)),
+        "relay ports come from coturn's range: {ports:?}"
+    );
+    // A viewer told only about the relay still gets media (coturn forwards both ways).
+    let only_relay: String = answer
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=candidate:") || l.contains(" typ relay"))
+        .collect();
+    pc.set_remote_description(RTCSessionDescription::answer(only_relay).unwrap())
+        .await
+        .unwrap();
+    let track = tokio::time::timeout(WAIT, track_rx)
+        .await
+        .expect("a track")
+        .unwrap();
+    let mut packets = 0;
+    let got = tokio::time::timeout(WAIT, async {
+        while let Some(ev) = track.poll().await {
+            if let webrtc::media_stream::track_remote::TrackRemoteEvent::OnRtpPacket(_) = ev {
+                packets += 1;
+                if packets >= 100 {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(got, Ok(true)), "media: {packets} packets");
+    let _ = pc.close().await;
+    server.stop().await;
+    drop(turn.child);
+}
