@@ -199,6 +199,7 @@ async fn options_headers(
         .token
         .as_ref()
         .is_none_or(|t| t.admits(req.headers().get(header::AUTHORIZATION)));
+    let credentials = turn_credentials_allowed(&state, req.headers());
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     if path.starts_with("/whep/session/") {
@@ -211,19 +212,43 @@ async fn options_headers(
         h.insert(header::ALLOW, HeaderValue::from_static(ENDPOINT_ALLOW));
         h.insert(accept_post(), HeaderValue::from_static("application/sdp"));
         if authorized {
-            add_ice_links(&state, h);
+            add_ice_links(&state, h, credentials);
         }
     }
     res
 }
 
-/// One `Link: <url>; rel="ice-server"` per configured STUN/TURN server (RFC 9725 4.6).
-fn add_ice_links(state: &AppState, h: &mut HeaderMap) {
+/// One `Link: <url>; rel="ice-server"` per configured STUN/TURN server (WHIP, RFC 9725
+/// section 4.6, which WHEP follows). TURN servers, whose links carry credentials, only when
+/// `credentials` (see [`turn_credentials_allowed`]).
+fn add_ice_links(state: &AppState, h: &mut HeaderMap, credentials: bool) {
     for server in state.sessions.ice_servers() {
+        if server.credential.is_some() && !credentials {
+            continue;
+        }
         if let Ok(v) = HeaderValue::from_str(&server.link()) {
             h.append(header::LINK, v);
         }
     }
+}
+
+/// Whether a request may be told TURN credentials. With a token, whoever holds it may.
+/// Without one, only our own page and non-browser clients (same origin, or no `Origin`):
+/// CORS is open, so any web page a local user visits could otherwise read them.
+fn turn_credentials_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    if state.token.is_some() {
+        return true; // the request got past the token check
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, o)| !host.is_empty() && o.eq_ignore_ascii_case(host))
 }
 
 /// `POST /whep[/{stream}]`: check the request, answer the offer.
@@ -247,7 +272,7 @@ async fn create_session(
     );
     h.insert(header::LOCATION, header_value(&location)?);
     h.insert(header::ETAG, header_value(&answer.etag)?);
-    add_ice_links(&state, h);
+    add_ice_links(&state, h, turn_credentials_allowed(&state, &headers));
     Ok(response)
 }
 

@@ -118,16 +118,11 @@ struct ServeArgs {
     /// --turn-user and --turn-pass. Repeatable.
     #[arg(long, env = "WHEPCAST_TURN", value_delimiter = ',')]
     turn: Vec<String>,
-    /// TURN username (one for all --turn servers, or one per server in order).
-    #[arg(long, env = "WHEPCAST_TURN_USER", value_delimiter = ',')]
+    /// TURN username: one for all --turn servers, or the flag repeated once per server.
+    #[arg(long, env = "WHEPCAST_TURN_USER")]
     turn_user: Vec<String>,
     /// TURN password, like --turn-user. Prefer the environment variable.
-    #[arg(
-        long,
-        env = "WHEPCAST_TURN_PASS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, env = "WHEPCAST_TURN_PASS", hide_env_values = true)]
     turn_pass: Vec<String>,
     /// Public address of a 1:1 NAT in front of this host: advertised to viewers next to the
     /// local addresses, same ports (forward the --udp-ports range to this host). Repeatable.
@@ -149,11 +144,18 @@ fn ice_servers(args: &ServeArgs) -> anyhow::Result<Vec<IceServer>> {
         );
         servers.push(IceServer::new(url, None, None).map_err(anyhow::Error::msg)?);
     }
-    let pick = |v: &[String], i: usize| {
-        v.get(i)
-            .or(if v.len() == 1 { v.first() } else { None })
-            .cloned()
-    };
+    for (flag, v) in [
+        ("--turn-user", &args.turn_user),
+        ("--turn-pass", &args.turn_pass),
+    ] {
+        anyhow::ensure!(
+            v.len() <= 1 || v.len() == args.turn.len(),
+            "{flag} is given {} times for {} --turn servers: give it once for all, or once per server",
+            v.len(),
+            args.turn.len()
+        );
+    }
+    let pick = |v: &[String], i: usize| v.get(i).or(v.first()).cloned();
     for (i, url) in args.turn.iter().enumerate() {
         anyhow::ensure!(
             url.starts_with("turn:") || url.starts_with("turns:"),

@@ -34,9 +34,11 @@ impl IceServer {
         }
         // They go into quoted strings of the Link header (RFC 8288): keep them simple.
         for v in [&username, &credential].into_iter().flatten() {
-            if v.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+            if v.chars()
+                .any(|c| c == '"' || c == '\\' || !c.is_ascii_graphic())
+            {
                 return Err(format!(
-                    "TURN credentials for '{url}' cannot contain quotes, backslashes or control characters"
+                    "TURN credentials for '{url}' must be printable ASCII without spaces, quotes or backslashes"
                 ));
             }
         }
@@ -60,7 +62,8 @@ impl IceServer {
         })
     }
 
-    /// The WHEP `Link` header value announcing this server (RFC 9725 section 4.6).
+    /// The `Link` header value announcing this server (WHIP, RFC 9725 section 4.6, which
+    /// WHEP follows).
     pub fn link(&self) -> String {
         match (&self.username, &self.credential) {
             (Some(u), Some(c)) => format!(

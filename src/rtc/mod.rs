@@ -154,7 +154,11 @@ pub async fn new_peer_connection(
             }
         }
     }
-    Err(last.unwrap_or_else(|| RtcError::NoPorts(pool.to_string())))
+    // Every port tried is still bound (a session closing, another program): same as full.
+    if let Some(e) = last {
+        tracing::warn!("no usable UDP port in {pool}: {e}");
+    }
+    Err(RtcError::NoPorts(pool.to_string()))
 }
 
 async fn build(

@@ -139,9 +139,9 @@ fn handle(
             let Some(text) = msg.get("text").and_then(|t| t.as_str()) else {
                 return error("a chat message needs \"text\"");
             };
-            // Text only: control characters (newlines included) would let one line pose
-            // as several.
-            let text: String = text.chars().filter(|c| !c.is_control()).collect();
+            // Text only: control characters, line and paragraph separators and bidi
+            // overrides would let one line pose as several, or as someone else's.
+            let text: String = text.chars().filter(|c| !hidden_trickery(*c)).collect();
             let text = text.trim();
             if text.is_empty() {
                 return error("empty chat line");
@@ -178,6 +178,18 @@ fn handle(
         }
         _ => error("unknown message type; expected \"ping\" or \"chat\""),
     }
+}
+
+/// Characters a chat line must not carry: C0/C1 controls, U+2028/2029 (which break lines
+/// even in `textContent`), and the bidirectional marks and overrides.
+fn hidden_trickery(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 /// Milliseconds since the Unix epoch, with sub-millisecond precision.

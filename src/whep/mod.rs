@@ -1,4 +1,5 @@
-//! Stage 4b: **whep** — viewer sessions (draft-ietf-wish-whep / RFC 9725).
+//! Stage 4b: **whep** — viewer sessions (draft-ietf-wish-whep, which takes its HTTP rules
+//! for sessions, PATCH and Link headers from WHIP, RFC 9725).
 //!
 //! A session is born from an SDP offer and lives until the viewer sends DELETE, its
 //! connection fails, it never connects, or it goes silent. Each session owns:
@@ -153,6 +154,8 @@ struct Session {
     patching: tokio::sync::Mutex<()>,
     /// Candidates trickled in this ICE generation (capped: each one costs checks).
     trickled: AtomicUsize,
+    /// Told when the viewer restarts ICE, so the supervisor gives it time to reconnect.
+    restarted: Arc<tokio::sync::Notify>,
     /// The UDP port this session's sockets use, when ports come from a range.
     _port: Option<PortLease>,
 }
@@ -296,6 +299,7 @@ impl Sessions {
             remote_ufrag: Mutex::new(remote_ufrag),
             patching: tokio::sync::Mutex::new(()),
             trickled: AtomicUsize::new(0),
+            restarted: Arc::new(tokio::sync::Notify::new()),
             _port: port,
         });
         lock(&self.inner.map).insert(id.clone(), session.clone());
@@ -335,7 +339,7 @@ impl Sessions {
         tokio::spawn(supervise(
             self.clone(),
             id.clone(),
-            state_rx,
+            (state_rx, session.restarted.clone()),
             stream.feed.clone(),
             cancel,
         ));
@@ -362,6 +366,8 @@ impl Sessions {
             return false;
         };
         session.cancel.cancel();
+        // A PATCH in progress finishes before the connection goes (it then sees the cancel).
+        let _no_patch = session.patching.lock().await;
         if let Err(e) = session.pc.close().await {
             tracing::debug!("closing peer connection: {e}");
         }
@@ -384,7 +390,7 @@ impl Sessions {
     }
 
     /// `PATCH` with a trickle-ice-sdpfrag body: adds the viewer's candidates, or restarts
-    /// ICE when the fragment carries new credentials (RFC 9725 section 4.3).
+    /// ICE when the fragment carries new credentials (WHIP, RFC 9725 section 4.3).
     ///
     /// `if_match` is the request's `If-Match`. A restart needs one (`"*"` or the current
     /// ETag), else [`WhepError::PreconditionRequired`]; a trickle may omit it (clients such
@@ -401,7 +407,14 @@ impl Sessions {
             .cloned()
             .ok_or_else(|| WhepError::UnknownSession(short(id).to_string()))?;
         let _one_at_a_time = session.patching.lock().await;
+        if session.cancel.is_cancelled() {
+            // Closed (DELETE, reaped) while this PATCH waited its turn.
+            return Err(WhepError::UnknownSession(short(id).to_string()));
+        }
         let frag = Fragment::parse(body)?;
+        // Check every candidate before adding any: a bad one must not leave the others in
+        // the agent uncounted.
+        frag.check_candidates()?;
         let restart = match (&frag.ufrag, &*lock(&session.remote_ufrag)) {
             (Some(new), Some(current)) => new != current,
             (Some(_), None) => true,
@@ -413,9 +426,8 @@ impl Sessions {
             None | Some("*") | Some("\"*\"") => {}
             Some(given) => {
                 let current = lock(&session.etag).clone();
-                let matches = given
-                    .split(',')
-                    .any(|t| t.trim().trim_start_matches("W/") == current);
+                // Strong comparison (RFC 9110 13.1.1): a weak tag never matches.
+                let matches = given.split(',').any(|t| t.trim() == current);
                 if !matches {
                     return Err(WhepError::PreconditionFailed {
                         given: given.chars().take(40).collect(),
@@ -432,7 +444,7 @@ impl Sessions {
             if total > MAX_TRICKLED {
                 return Err(FragmentError::TooManyTrickled(MAX_TRICKLED).into());
             }
-            let added = add_candidates(&session.pc, &frag).await?;
+            let added = add_candidates(&session.pc, &frag).await;
             session.trickled.fetch_add(added, Ordering::Relaxed);
             Ok(Patched::Trickled { added })
         }
@@ -463,6 +475,13 @@ impl Sessions {
             .map_err(bad)?;
         let answer = pc.create_answer(None).await.map_err(other)?;
         pc.set_local_description(answer).await.map_err(other)?;
+        // From here the agent uses the new credentials: so does the session, whatever follows.
+        let etag = format!("\"{}\"", random_hex(8));
+        *lock(&session.etag) = etag.clone();
+        *lock(&session.remote_ufrag) = Some(ufrag.clone());
+        session.trickled.store(0, Ordering::Relaxed);
+        // A restart is how a viewer rescues a broken path: give it time to reconnect.
+        session.restarted.notify_one();
         let _ = tokio::time::timeout(
             self.inner.rtc.gather_timeout,
             gathered.wait_for(|done| *done),
@@ -476,13 +495,8 @@ impl Sessions {
         let (m_line, mid) = sdpfrag::first_media(&local)
             .ok_or_else(|| RtcError::Other("the answer has no media section".into()))?;
         let fragment = sdpfrag::IceParams::from_sdp(&local).to_fragment(&m_line, &mid);
-        add_candidates(pc, frag).await?;
-        let etag = format!("\"{}\"", random_hex(8));
-        *lock(&session.etag) = etag.clone();
-        *lock(&session.remote_ufrag) = Some(ufrag.clone());
-        session
-            .trickled
-            .store(frag.candidates.len(), Ordering::Relaxed);
+        let added = add_candidates(pc, frag).await;
+        session.trickled.store(added, Ordering::Relaxed);
         metrics::counter!("whepcast_ice_restarts_total").increment(1);
         tracing::info!(stream = %session.stream.name, "ICE restarted");
         Ok((fragment, etag))
@@ -498,9 +512,9 @@ impl Sessions {
     }
 }
 
-/// Adds a fragment's candidates to the session's ICE agent. Candidates the agent cannot use
-/// (mDNS `.local` names: mDNS is off) are skipped; any other refusal is the client's error.
-async fn add_candidates(pc: &Arc<dyn PeerConnection>, frag: &Fragment) -> Result<usize, WhepError> {
+/// Adds a fragment's (already checked) candidates to the session's ICE agent, and passes on
+/// end-of-candidates. Returns how many the agent took.
+async fn add_candidates(pc: &Arc<dyn PeerConnection>, frag: &Fragment) -> usize {
     let mut added = 0;
     for (mid, candidate) in &frag.candidates {
         let init = RTCIceCandidateInit {
@@ -511,18 +525,15 @@ async fn add_candidates(pc: &Arc<dyn PeerConnection>, frag: &Fragment) -> Result
         };
         match pc.add_ice_candidate(init).await {
             Ok(()) => added += 1,
-            Err(_) if candidate.contains(".local ") => {}
-            Err(e) => {
-                return Err(FragmentError::Unusable(
-                    candidate.chars().take(80).collect(),
-                    e.to_string(),
-                )
-                .into())
-            }
+            Err(e) => tracing::debug!("candidate not added: {e}"),
         }
     }
+    if frag.end_of_candidates {
+        // An empty candidate is end-of-candidates (RFC 8838).
+        let _ = pc.add_ice_candidate(RTCIceCandidateInit::default()).await;
+    }
     metrics::counter!("whepcast_trickle_candidates_total").increment(added as u64);
-    Ok(added)
+    added
 }
 
 /// Offer → answer on a fresh peer connection. Returns the answer SDP (with every candidate),
@@ -732,12 +743,17 @@ async fn forward_keyframe_requests(
 async fn supervise(
     sessions: Sessions,
     id: String,
-    mut states: watch::Receiver<RTCPeerConnectionState>,
+    (mut states, restarted): (
+        watch::Receiver<RTCPeerConnectionState>,
+        Arc<tokio::sync::Notify>,
+    ),
     feed: Feed,
     cancel: CancellationToken,
 ) {
     let mut deadline = Some(tokio::time::Instant::now() + CONNECT_TIMEOUT);
     let mut ever_connected = false;
+    // While an ICE restart is under way, a failed or disconnected path is expected.
+    let mut restarting = false;
     let reason = loop {
         let timer = async {
             match deadline {
@@ -748,6 +764,10 @@ async fn supervise(
         tokio::select! {
             _ = cancel.cancelled() => return, // closed by DELETE or shutdown
             _ = feed.ended() => break "stream ended",
+            _ = restarted.notified() => {
+                restarting = true;
+                deadline = Some(tokio::time::Instant::now() + CONNECT_TIMEOUT);
+            }
             _ = timer => break if ever_connected {
                 "viewer went silent"
             } else {
@@ -760,12 +780,13 @@ async fn supervise(
                 match *states.borrow_and_update() {
                     RTCPeerConnectionState::Connected => {
                         ever_connected = true;
+                        restarting = false;
                         deadline = None;
                     }
-                    RTCPeerConnectionState::Disconnected => {
+                    RTCPeerConnectionState::Disconnected if !restarting => {
                         deadline = Some(tokio::time::Instant::now() + DISCONNECT_GRACE);
                     }
-                    RTCPeerConnectionState::Failed => break "connection failed",
+                    RTCPeerConnectionState::Failed if !restarting => break "connection failed",
                     RTCPeerConnectionState::Closed => break "connection closed",
                     _ => {}
                 }

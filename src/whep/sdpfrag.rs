@@ -37,6 +37,8 @@ pub enum FragmentError {
     TooMany,
     #[error("ice-ufrag and ice-pwd must come together (RFC 8839), got only one")]
     HalfCredentials,
+    #[error("{0} must be {1} ice-chars (letters, digits, '+', '/'), RFC 8839")]
+    BadCredentials(&'static str, &'static str),
     #[error("a session takes at most {0} trickled candidates per ICE generation")]
     TooManyTrickled(usize),
     #[error("candidate '{0}' cannot be used: {1}")]
@@ -86,7 +88,36 @@ impl Fragment {
         if frag.ufrag.is_some() != frag.pwd.is_some() {
             return Err(FragmentError::HalfCredentials);
         }
+        // RFC 8839 5.4: ice-chars only; ufrag 4-256, pwd 22-256 characters.
+        let ice_chars = |v: &str| {
+            v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        };
+        if let Some(u) = &frag.ufrag {
+            if !(4..=256).contains(&u.len()) || !ice_chars(u) {
+                return Err(FragmentError::BadCredentials("ice-ufrag", "4-256"));
+            }
+        }
+        if let Some(p) = &frag.pwd {
+            if !(22..=256).contains(&p.len()) || !ice_chars(p) {
+                return Err(FragmentError::BadCredentials("ice-pwd", "22-256"));
+            }
+        }
         Ok(frag)
+    }
+
+    /// Checks that every candidate parses as an ICE candidate (RFC 8839 5.1).
+    pub fn check_candidates(&self) -> Result<(), FragmentError> {
+        for (_, c) in &self.candidates {
+            let value = c.strip_prefix("candidate:").unwrap_or(c);
+            if let Err(e) = rtc::ice::candidate::unmarshal_candidate(value) {
+                return Err(FragmentError::Unusable(
+                    c.chars().take(80).collect(),
+                    e.to_string(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -222,7 +253,7 @@ mod tests {
 
     #[test]
     fn restart_offer_swaps_credentials_and_drops_candidates() {
-        let offer = "v=0\r\na=ice-ufrag:old\r\na=ice-pwd:oldpwd\r\nm=video 9 X 96\r\na=mid:0\r\n\
+        let offer = "v=0\r\na=ice-ufrag:oldu\r\na=ice-pwd:oldpwdoldpwdoldpwdoldpwd\r\nm=video 9 X 96\r\na=mid:0\r\n\
                      a=candidate:1 1 udp 1 192.0.2.1 1 typ host\r\na=end-of-candidates\r\n";
         let new = restarted_offer(offer, "new", "newpwd");
         assert!(new.contains("a=ice-ufrag:new\r\n") && new.contains("a=ice-pwd:newpwd\r\n"));
@@ -234,7 +265,15 @@ mod tests {
         let params = IceParams::from_sdp(offer);
         let frag = params.to_fragment("m=video 9 X 96", "0");
         let back = Fragment::parse(frag.as_bytes()).expect("our own fragment parses");
-        assert_eq!(back.ufrag.as_deref(), Some("old"));
+        assert_eq!(back.ufrag.as_deref(), Some("oldu"));
+        assert!(matches!(
+            Fragment::parse(b"a=ice-ufrag:x y\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\n"),
+            Err(FragmentError::BadCredentials("ice-ufrag", _))
+        ));
+        assert!(matches!(
+            Fragment::parse(b"a=ice-ufrag:abcd\r\na=ice-pwd:short\r\n"),
+            Err(FragmentError::BadCredentials("ice-pwd", _))
+        ));
         assert_eq!(back.candidates.len(), 1);
         assert!(back.end_of_candidates);
     }

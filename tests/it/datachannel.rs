@@ -126,12 +126,12 @@ async fn data_channel_carries_frame_times_pings_and_chat() {
     );
 
     // Chat reaches everyone on the stream, control characters removed, sender named.
-    a.send(json!({"type": "chat", "text": "hi <b>there</b>\nline"}))
+    a.send(json!({"type": "chat", "text": "hi <b>there</b>\nline\u{2028}x\u{202e}y"}))
         .await;
     for m in [&mut a, &mut b] {
         let line = m.next("chat").await;
         assert_eq!(line["from"], name_a.as_str());
-        assert_eq!(line["text"], "hi <b>there</b>line");
+        assert_eq!(line["text"], "hi <b>there</b>linexy");
     }
     // Too long: refused, to the sender only.
     a.send(json!({"type": "chat", "text": "x".repeat(281)}))

@@ -244,6 +244,22 @@ async fn ice_servers_are_announced_in_link_headers() {
     assert!(res.status().is_success());
     assert_eq!(links(res.headers()), want, "OPTIONS announces them too");
     assert_eq!(res.headers()["accept-post"], "application/sdp");
+    // Without a token, another web site's page is not told TURN credentials (CORS is open);
+    // our own page is.
+    let options_from = |origin: String| {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, server.url("/whep"))
+            .header("Origin", origin)
+            .send()
+    };
+    let res = options_from("http://example.test".into()).await.unwrap();
+    assert_eq!(
+        links(res.headers()),
+        want[..1],
+        "only STUN for another origin"
+    );
+    let res = options_from(server.base.clone()).await.unwrap();
+    assert_eq!(links(res.headers()), want, "everything for our own page");
     server.stop().await;
 
     // With a token, credentials go only to requests that carry it.
