@@ -164,25 +164,11 @@ async fn ice_restart_over_patch_keeps_video_flowing() {
         "{body}"
     );
 
-    // Apply the server's fragment to the viewer's copy of the answer.
-    let mut sdp = String::new();
-    for line in strip_candidates(&old_answer).split_inclusive('\n') {
-        if line.starts_with("a=ice-ufrag:") {
-            sdp.push_str(&format!("a=ice-ufrag:{new_ufrag}\r\n"));
-        } else if line.starts_with("a=ice-pwd:") {
-            sdp.push_str(&format!("a=ice-pwd:{}\r\n", answer.pwd.as_deref().unwrap()));
-        } else {
-            sdp.push_str(line);
-            if line.starts_with("a=mid:") {
-                for (_, c) in &answer.candidates {
-                    sdp.push_str(&format!("a={c}\r\n"));
-                }
-            }
-        }
-    }
     viewer
         .pc
-        .set_remote_description(RTCSessionDescription::answer(sdp).unwrap())
+        .set_remote_description(
+            RTCSessionDescription::answer(with_fragment(&old_answer, &answer)).unwrap(),
+        )
         .await
         .unwrap();
 
@@ -199,6 +185,82 @@ async fn ice_restart_over_patch_keeps_video_flowing() {
     assert_eq!(status, 412);
     let (status, _, body) = patch(&session, Some(TRICKLE), Some(&new_etag), trickle).await;
     assert_eq!(status, 204, "{body}");
+    viewer.close().await;
+    server.stop().await;
+}
+
+/// The viewer's copy of the answer with the ICE part replaced by the server's restart
+/// fragment (what RFC 8840 says the fragment means).
+fn with_fragment(old_answer: &str, frag: &Fragment) -> String {
+    let mut sdp = String::new();
+    for line in strip_candidates(old_answer).split_inclusive('\n') {
+        if line.starts_with("a=ice-ufrag:") {
+            sdp.push_str(&format!(
+                "a=ice-ufrag:{}\r\n",
+                frag.ufrag.as_deref().unwrap()
+            ));
+        } else if line.starts_with("a=ice-pwd:") {
+            sdp.push_str(&format!("a=ice-pwd:{}\r\n", frag.pwd.as_deref().unwrap()));
+        } else {
+            sdp.push_str(line);
+            if line.starts_with("a=mid:") {
+                for (_, c) in &frag.candidates {
+                    sdp.push_str(&format!("a={c}\r\n"));
+                }
+            }
+        }
+    }
+    sdp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_rescues_a_viewer_whose_path_broke() {
+    assert!(
+        in_private_namespace(),
+        "run through scripts/test.sh: this test adds firewall rules"
+    );
+    let server = TestServer::start("320x240", 30, 2.0).await;
+    let mut viewer = Viewer::connect(&server.url("/whep")).await;
+    viewer
+        .wait_for("10 frames", |d| d.numbers.len() >= 10)
+        .await;
+    let session = server.url(&viewer.location);
+    let old_answer = viewer.pc.remote_description().await.unwrap().sdp;
+    let port = candidate_ports(&old_answer)[0];
+    // The path breaks: nothing from the viewer reaches the server any more.
+    let rule = format!("INPUT -p udp --dport {port} -j DROP");
+    sh(&format!("iptables -w -A {rule}"));
+    // The server notices after 4 s of silence; the viewer restarts ICE (over HTTP, which
+    // still works) before the 2 s grace runs out ...
+    tokio::time::sleep(Duration::from_millis(4600)).await;
+    viewer.pc.restart_ice().await.unwrap();
+    let offer = viewer.pc.create_offer(None).await.unwrap();
+    viewer.pc.set_local_description(offer).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let frag = fragment_of(&viewer.pc.local_description().await.unwrap().sdp);
+    let (status, _, body) = patch(&session, Some(TRICKLE), Some("*"), frag).await;
+    // ... and the path comes back only after that grace would have ended.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sh(&format!("iptables -w -D {rule}"));
+    assert_eq!(status, 200, "restart: {body}");
+    let answer = Fragment::parse(body.as_bytes()).unwrap();
+    assert_eq!(
+        server.active_sessions().await,
+        1,
+        "the restart kept the session"
+    );
+    viewer
+        .pc
+        .set_remote_description(
+            RTCSessionDescription::answer(with_fragment(&old_answer, &answer)).unwrap(),
+        )
+        .await
+        .unwrap();
+    let n = viewer.decoded.borrow().numbers.len();
+    viewer
+        .wait_for("video after the rescue", |d| d.numbers.len() >= n + 30)
+        .await;
+    assert_eq!(server.active_sessions().await, 1);
     viewer.close().await;
     server.stop().await;
 }
@@ -406,8 +468,8 @@ async fn public_ip_is_advertised_and_reached_through_a_real_dnat() {
     // 203.0.113.7 stands for the NAT's public address: packets to it are rewritten to
     // 127.0.0.1, where the server's sockets are. Without the rule nothing listens there.
     sh("ip addr add 203.0.113.7/32 dev lo 2>/dev/null || true");
-    sh("iptables -t nat -C OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1 2>/dev/null \
-        || iptables -t nat -A OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1");
+    sh("iptables -w -t nat -C OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1 2>/dev/null \
+        || iptables -w -t nat -A OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1");
     let server = TestServer::with_config(vec![pattern_stream("320x240", 30, 2.0)], |c| {
         c.rtc.public_ips = vec!["203.0.113.7".parse().unwrap()];
     })
@@ -462,7 +524,7 @@ async fn public_ip_is_advertised_and_reached_through_a_real_dnat() {
     });
     let got = tokio::time::timeout(WAIT, dec_rx.wait_for(|n| *n >= 100)).await;
     let _ = pc.close().await;
-    sh("iptables -t nat -D OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1");
+    sh("iptables -w -t nat -D OUTPUT -d 203.0.113.7 -p udp -j DNAT --to-destination 127.0.0.1");
     assert!(got.is_ok(), "no media through the public address");
     server.stop().await;
 }
