@@ -22,6 +22,11 @@ test("chat between two viewers is text only; data-channel latency is plausible; 
     assert.match(sa.viewerName, /^viewer-[0-9a-f]{4}$/);
     assert.match(sb.viewerName, /^viewer-[0-9a-f]{4}$/);
     assert.notEqual(sa.viewerName, sb.viewerName);
+    // Both know the audience: B from its hello, A from the announcement when B joined.
+    for (const p of [a, b]) {
+      await waitInPage(p, () => window.whepcast.viewers === 2, null, 15000);
+      await waitInPage(p, () => document.getElementById("chat-toggle")?.textContent.includes("2 watching"), null, 5000);
+    }
 
     // A types a line with markup in it and presses Enter.
     const text = "hi <script>alert(1)</script>";
