@@ -41,6 +41,19 @@ const steps = turnMode
   ? ["answer", "relay-candidate", "ice-checking", "ice-connected", "pc-connected", "first-frame"]
   : ["answer", "ice-checking", "ice-connected", "pc-connected", "first-frame"];
 
+// Column titles of the breakdown, per step.
+const stepTitles = {
+  "answer": "answer received", "relay-candidate": "relay candidate", "ice-checking": "ICE checking",
+  "ice-connected": "ICE connected", "pc-connected": "DTLS connected", "first-frame": "first frame",
+};
+
+function printBreakdown(firstColumn) {
+  console.log("\nMedian ms from the POST to each step:\n");
+  console.log(`| ${firstColumn} | ` + steps.map((k) => stepTitles[k]).join(" | ") + " |");
+  console.log("|---|" + steps.map(() => "---|").join(""));
+  for (const row of breakdown) console.log(row);
+}
+
 async function measure(name, pageUrl, wantRelay = null) {
   const browser = await launchBrowser();
   const page = await browser.context.newPage();
@@ -87,10 +100,7 @@ if (turnMode) {
   } finally {
     await turn.stop();
   }
-  console.log("\nMedian ms from the POST to each step:\n");
-  console.log("| path | answer received | relay candidate | ICE checking | ICE connected | DTLS connected | first frame |");
-  console.log("|---|---|---|---|---|---|---|");
-  for (const row of breakdown) console.log(row);
+  printBreakdown("path");
   process.exit(0);
 }
 const wc = await startServer(["--size", "1280x720", "--fps", "30", "--bitrate", "2500k"]);
@@ -111,7 +121,8 @@ try {
     const st = await page.evaluate(() => ({ xs: [...window.whepcast.dcLatencySamples], shown: window.whepcast.dcLatencyMs,
       offset: window.whepcast.clockOffsetMs, rtt: window.whepcast.rttDcMs }));
     const ys = st.xs.sort((a, b) => a - b);
-    latencyRow += `\n| data channel (what the overlay shows: ${Math.round(st.shown)} ms; clock offset ${st.offset?.toFixed(1)} ms, ping RTT ${st.rtt?.toFixed(1)} ms) | ${ys.length} | ${pct(ys, 0.5)?.toFixed?.(0) ?? pct(ys, 0.5)} | ${pct(ys, 0.95)?.toFixed?.(0) ?? pct(ys, 0.95)} |`;
+    const ms = (v) => (v === undefined || v === null ? "–" : Math.round(v));
+    latencyRow += `\n| data channel (what the overlay shows: ${ms(st.shown)} ms; clock offset ${st.offset?.toFixed(1)} ms, ping RTT ${st.rtt?.toFixed(1)} ms) | ${ys.length} | ${ms(pct(ys, 0.5))} | ${ms(pct(ys, 0.95))} |`;
     await browser.close();
   }
   if (existsSync(gstScript)) {
@@ -127,10 +138,7 @@ try {
 } finally {
   await wc.stop();
 }
-console.log("\nMedian ms from the POST to each step:\n");
-console.log("| server | answer received | ICE checking | ICE connected | DTLS connected | first frame |");
-console.log("|---|---|---|---|---|---|");
-for (const row of breakdown) console.log(row);
+printBreakdown("server");
 if (latencyRow) {
   console.log("\nGlass-to-glass latency, whepcast 1280x720 30 fps, ms (capture to presentation):\n");
   console.log("| measured by | samples | p50 | p95 |");

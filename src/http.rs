@@ -258,7 +258,7 @@ async fn create_session(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    check_sdp_content_type(&headers)?;
+    check_content_type(&headers, "application/sdp")?;
     let offer = read_body(&headers, body, MAX_OFFER_BYTES).await?;
     let offer = String::from_utf8(offer.to_vec())
         .map_err(|_| HttpError::BadRequest("the SDP offer is not UTF-8 text".into()))?;
@@ -284,23 +284,7 @@ async fn patch_session(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case(TRICKLE_TYPE)
-    {
-        return Err(HttpError::UnsupportedMediaType(if ct.is_empty() {
-            format!("no Content-Type (PATCH takes {TRICKLE_TYPE})")
-        } else {
-            format!("Content-Type '{ct}' (PATCH takes {TRICKLE_TYPE})")
-        }));
-    }
+    check_content_type(&headers, TRICKLE_TYPE)?;
     let body = read_body(&headers, body, sdpfrag::MAX_FRAGMENT_BYTES).await?;
     let if_match = match headers.get(header::IF_MATCH) {
         None => None,
@@ -430,19 +414,22 @@ async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-fn check_sdp_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
+/// Accepts a body whose media type (parameters aside) is `expected`.
+fn check_content_type(headers: &HeaderMap, expected: &str) -> Result<(), HttpError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/sdp") {
+    if essence.eq_ignore_ascii_case(expected) {
         Ok(())
     } else if ct.is_empty() {
-        Err(HttpError::UnsupportedMediaType("no Content-Type".into()))
+        Err(HttpError::UnsupportedMediaType(format!(
+            "no Content-Type (this request takes {expected})"
+        )))
     } else {
         Err(HttpError::UnsupportedMediaType(format!(
-            "Content-Type '{ct}'"
+            "Content-Type '{ct}' (this request takes {expected})"
         )))
     }
 }

@@ -24,7 +24,7 @@ impl IceServer {
         username: Option<String>,
         credential: Option<String>,
     ) -> Result<Self, String> {
-        let parsed = rtc::ice::url::Url::parse_url(url)
+        rtc::ice::url::Url::parse_url(url)
             .map_err(|e| format!("'{url}' is not a STUN/TURN URL ({e}); e.g. stun:stun.example.net:3478 or turn:turn.example.net:3478"))?;
         let turn = url.starts_with("turn");
         if turn && (username.is_none() || credential.is_none()) {
@@ -42,7 +42,6 @@ impl IceServer {
                 ));
             }
         }
-        let _ = parsed;
         Ok(Self {
             url: url.to_owned(),
             username: if turn { username } else { None },

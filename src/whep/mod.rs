@@ -415,11 +415,8 @@ impl Sessions {
         // Check every candidate before adding any: a bad one must not leave the others in
         // the agent uncounted.
         frag.check_candidates()?;
-        let restart = match (&frag.ufrag, &*lock(&session.remote_ufrag)) {
-            (Some(new), Some(current)) => new != current,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
+        // New credentials mean a new ICE session (RFC 8840 4.4).
+        let restart = frag.ufrag.is_some() && frag.ufrag != *lock(&session.remote_ufrag);
         match if_match.map(str::trim) {
             None if restart => return Err(WhepError::PreconditionRequired),
             // `"*"` quoted is strictly an ETag, but some clients send it for the wildcard.
@@ -479,7 +476,6 @@ impl Sessions {
         let etag = format!("\"{}\"", random_hex(8));
         *lock(&session.etag) = etag.clone();
         *lock(&session.remote_ufrag) = Some(ufrag.clone());
-        session.trickled.store(0, Ordering::Relaxed);
         // A restart is how a viewer rescues a broken path: give it time to reconnect.
         session.restarted.notify_one();
         let _ = tokio::time::timeout(
@@ -495,6 +491,7 @@ impl Sessions {
         let (m_line, mid) = sdpfrag::first_media(&local)
             .ok_or_else(|| RtcError::Other("the answer has no media section".into()))?;
         let fragment = sdpfrag::IceParams::from_sdp(&local).to_fragment(&m_line, &mid);
+        // A new ICE generation: its trickle count starts from the fragment's candidates.
         let added = add_candidates(pc, frag).await;
         session.trickled.store(added, Ordering::Relaxed);
         metrics::counter!("whepcast_ice_restarts_total").increment(1);

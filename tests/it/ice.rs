@@ -37,20 +37,13 @@ async fn patch(
     if let Some(m) = if_match {
         req = req.header("If-Match", m);
     }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    (status, headers, res.text().await.unwrap())
+    respond(req).await
 }
 
 async fn metric(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
+    get_text(&format!("{base}/metrics"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -123,9 +116,8 @@ async fn trickling_viewer_gets_video_and_patch_statuses_are_exact() {
     assert_eq!(res.headers()["accept-patch"], TRICKLE);
 
     // None of that disturbed the viewer.
-    let n = viewer.decoded.borrow().numbers.len();
     viewer
-        .wait_for("video after the bad PATCHes", |d| d.numbers.len() >= n + 15)
+        .wait_for_more("video after the bad PATCHes", |d| d.numbers.len(), 15)
         .await;
     assert_eq!(server.active_sessions().await, 1);
     viewer.close().await;
@@ -174,9 +166,8 @@ async fn ice_restart_over_patch_keeps_video_flowing() {
 
     // Longer than the server needs to drop a viewer whose ICE broke (4 s + 2 s grace).
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let n = viewer.decoded.borrow().numbers.len();
     viewer
-        .wait_for("video after the ICE restart", |d| d.numbers.len() >= n + 30)
+        .wait_for_more("video after the ICE restart", |d| d.numbers.len(), 30)
         .await;
     assert_eq!(server.active_sessions().await, 1, "the session survived");
     // The old ETag is stale now; the new one works for trickle.
@@ -256,9 +247,8 @@ async fn an_ice_restart_rescues_a_viewer_whose_path_broke() {
         )
         .await
         .unwrap();
-    let n = viewer.decoded.borrow().numbers.len();
     viewer
-        .wait_for("video after the rescue", |d| d.numbers.len() >= n + 30)
+        .wait_for_more("video after the rescue", |d| d.numbers.len(), 30)
         .await;
     assert_eq!(server.active_sessions().await, 1);
     viewer.close().await;
@@ -424,8 +414,7 @@ async fn sessions_take_ports_from_the_range_and_503_when_it_runs_out() {
     a.close().await;
     let mut c = Viewer::connect(&whep).await;
     c.wait_for("video on the third", |d| d.frames >= 10).await;
-    let n = b.decoded.borrow().frames;
-    b.wait_for("the second unaffected", |d| d.frames >= n + 10)
+    b.wait_for_more("the second unaffected", |d| d.frames as usize, 10)
         .await;
     b.close().await;
     c.close().await;

@@ -413,6 +413,18 @@ impl Viewer {
         })
     }
 
+    /// Waits until `count` (frames, frame numbers read, ...) grows by `more` from now: the
+    /// video is still flowing.
+    pub async fn wait_for_more(
+        &mut self,
+        what: &str,
+        count: impl Fn(&Decoded) -> usize,
+        more: usize,
+    ) -> Decoded {
+        let from = count(&self.decoded.borrow());
+        self.wait_for(what, |d| count(d) >= from + more).await
+    }
+
     /// Sends a Picture Loss Indication to the server.
     pub async fn send_pli(&self) {
         let track = self.track.lock().unwrap().clone().expect("track arrived");
@@ -503,10 +515,20 @@ pub async fn post(
     if let Some(ct) = content_type {
         req = req.header("Content-Type", ct);
     }
+    respond(req).await
+}
+
+/// Sends `req`: (status, headers, body).
+pub async fn respond(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     (status, headers, res.text().await.unwrap())
+}
+
+/// The body of `GET url`.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// Polls `f` every 100 ms until it returns true or `limit` passes.
@@ -587,11 +609,5 @@ pub fn stop(child: Running) {
 
 /// `GET {base}/api/streams`, parsed (for a server in another process).
 pub async fn api_at(base: &str) -> serde_json::Value {
-    let text = reqwest::get(format!("{base}/api/streams"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&get_text(&format!("{base}/api/streams")).await).unwrap()
 }
