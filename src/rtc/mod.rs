@@ -4,10 +4,12 @@
 //! What the `webrtc` crate needs told (each checked on this machine): register the exact
 //! H.264 format we send; bind loopback explicitly (a wildcard skips it); disable mDNS (it
 //! would bind port 5353 per connection); check ICE every 20 ms instead of 200 ms (first
-//! frame ~170 ms sooner); and forward PLI/FIR with our own interceptor.
+//! frame ~170 ms sooner); answer a browser's first nominating check (`nomination`); and
+//! forward PLI/FIR with our own interceptor.
 
 pub mod ice;
 pub mod keyframe;
+pub mod nomination;
 pub mod offer;
 
 use rtc::interceptor::{Registry, Slot};
@@ -209,6 +211,8 @@ async fn build(
         .with_interceptor_registry(registry)
         .with_handler(handler)
         .with_udp_addrs(udp_addrs)
+        // Answers a viewer's first, nominating check (see `nomination`): ~48 ms sooner.
+        .with_runtime(nomination::runtime())
         // Data channel messages (frame metadata, chat) queue at most this much for a slow
         // viewer; beyond it they are dropped rather than buffered without bound.
         .with_data_channel_send_buffer_limit(DATA_CHANNEL_BUFFER)
