@@ -51,6 +51,29 @@ test("viewer page plays the pattern: 60+ decoded frames, bars visible, picture m
   }
 });
 
+test("Chromium's first, nominating ICE check is answered (no wait for its next check)", async () => {
+  // Chromium nominates in its first check. Unanswered, it only connects on its next check
+  // (48 ms later) and that request stays unanswered in its stats for ever.
+  const server = await startServer(["--size", "320x240", "--fps", "30"]);
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(server.url + "/?datachannel=0");
+    await waitInPage(page, () => window.whepcast.framesDecoded >= 10);
+    const checks = await waitInPage(page, () => {
+      const c = window.whepcast.checks;
+      return c && c.sent >= 1 && c.sent === c.answered && c;
+    }, null, 10000);
+    assert.equal(checks.sent, checks.answered, "every check on the selected pair answered");
+    const metrics = await (await fetch(server.url + "/metrics")).text();
+    const replayed = Number(metrics.match(/^whepcast_ice_nominations_replayed_total (\d+)/m)?.[1] ?? 0);
+    assert.ok(replayed >= 1, `the server answered the first nomination by replay (${replayed})`);
+  } finally {
+    await browser.close();
+    assert.equal(await server.stop(), 0, "server exits 0 on SIGTERM");
+  }
+});
+
 test("viewer page reconnects by itself when the server restarts", async () => {
   let server = await startServer(["--size", "640x360"]);
   const listen = new URL(server.url).host;
