@@ -27,6 +27,54 @@ fn rss_and_fds(pid: u32) -> (f64, usize) {
     (rss_kb / 1024.0, fds)
 }
 
+/// Resident kB per mapping (keyed by address range and name) from `/proc/PID/smaps`.
+fn mappings(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Rss:") {
+            let kb = kb.trim().trim_end_matches(" kB").parse().unwrap_or(0);
+            out.insert(current.clone(), kb);
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-'))
+        {
+            let mut f = line.split_whitespace();
+            let range = f.next().unwrap_or_default();
+            current = format!("{range} {}", f.nth(4).unwrap_or("[anon]"));
+        }
+    }
+    out
+}
+
+/// Which mappings grew between two snapshots: the allocator's heap, thread stacks, files.
+fn print_growth(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) {
+    let mut rows: Vec<(i64, &String)> = after
+        .iter()
+        .map(|(k, v)| (*v as i64 - before.get(k).copied().unwrap_or(0) as i64, k))
+        .chain(
+            before
+                .iter()
+                .filter(|(k, _)| !after.contains_key(*k))
+                .map(|(k, v)| (-(*v as i64), k)),
+        )
+        .filter(|(d, _)| *d != 0)
+        .collect();
+    rows.sort();
+    println!("\nResident kB gained per mapping (largest first; negative = given back):\n");
+    println!("| kB | mapping |\n|---|---|");
+    for (d, k) in rows.iter().rev().take(12) {
+        println!("| {d:+} | {k} |");
+    }
+    let total: i64 = rows.iter().map(|(d, _)| d).sum();
+    println!("| {total:+} | total |");
+}
+
 async fn active(base: &str) -> u64 {
     support::api_at(base).await["sessions"]["active"]
         .as_u64()
@@ -56,6 +104,7 @@ async fn main() {
     v.close().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss0, fds0) = rss_and_fds(pid);
+    let maps0 = mappings(pid);
 
     let t = Instant::now();
     for i in 0..deleted + abandoned {
@@ -85,6 +134,7 @@ async fn main() {
     // Idle worker threads (tokio's blocking pool) exit after 10 s; their stacks count in RSS.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (rss2, _) = rss_and_fds(pid);
+    let maps2 = mappings(pid);
     println!("| sessions deleted | abandoned | churn s | active after | reaped within s | RSS MB before / peak / +2 s / +12 s | change at +2 s / +12 s | open fds before / after |");
     println!("|---|---|---|---|---|---|---|---|");
     println!(
@@ -92,5 +142,6 @@ async fn main() {
         (rss1 - rss0) / rss0 * 100.0,
         (rss2 - rss0) / rss0 * 100.0
     );
+    print_growth(&maps0, &maps2);
     support::stop(server);
 }

@@ -1,7 +1,9 @@
-//! Stage 3: **broadcast** — run source → encode → packetize on one thread, once, and fan the
-//! packets out to every viewer.
+//! Stage 3: **broadcast** — run source → encode → packetize once, and fan the packets out to
+//! every viewer.
 //!
-//! The pipeline thread is paced by a monotonic clock. Each frame is encoded once and split
+//! A pacing thread, driven by a monotonic clock, draws (or captures) each frame; an encoding
+//! thread encodes the previous one meanwhile ([`crate::encode::Worker`]), so on two cores a
+//! frame costs the slower of the two, not their sum. Each frame is encoded once and split
 //! into RTP packets once; the packets go into a bounded [`tokio::sync::broadcast`] channel as
 //! one `Arc<MediaFrame>`. A viewer copies only the 12-byte header of each packet (its own
 //! SSRC, payload type and sequence number) — the payload is a refcounted [`bytes::Bytes`].
@@ -12,7 +14,7 @@
 //! carry on. With no viewers at all the pipeline keeps time but neither draws nor encodes.
 
 use crate::config::{EncodeSettings, Size};
-use crate::encode::{EncodeError, Encoder};
+use crate::encode::{self, EncodeError, Encoder};
 use crate::source::{Fill, FrameInfo, I420Frame, Source, SourceError};
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Payloader;
@@ -100,6 +102,8 @@ struct Shared {
     /// The pipeline thread, to wake it when a viewer arrives while it idles.
     thread: std::sync::OnceLock<std::thread::Thread>,
     keyframe_wanted: AtomicBool,
+    /// Time the encoding thread spent since the pacing thread last looked (for `load`).
+    encode_busy_ns: AtomicU64,
     stop: AtomicBool,
     /// Cancelled when the source has no more frames.
     ended: CancellationToken,
@@ -187,10 +191,9 @@ impl Broadcast {
                 Pipeline {
                     shared,
                     source,
-                    encoder,
+                    encoder: Some(encoder),
                     encode_seconds,
                     frame: I420Frame::new(settings.size),
-                    packetizer: Packetizer::default(),
                     frames_in: 0,
                 }
                 .run()
@@ -214,6 +217,7 @@ impl Broadcast {
             tx,
             thread: std::sync::OnceLock::new(),
             keyframe_wanted: AtomicBool::new(false),
+            encode_busy_ns: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             ended: CancellationToken::new(),
             problem: std::sync::Mutex::new(None),
@@ -320,25 +324,76 @@ impl Feed {
     }
 }
 
-/// Everything the pipeline thread owns.
+/// Everything the pacing thread owns: the clock, the source, and the picture it draws into.
+/// Encoding runs on a second thread ([`EncodeStage`] behind an [`encode::Worker`]), so the
+/// next picture is drawn while this one is encoded.
 struct Pipeline {
     shared: Arc<Shared>,
-    /// Time to draw, encode and packetize one frame.
     encode_seconds: metrics::Histogram,
     source: Box<dyn Source>,
-    encoder: Encoder,
+    /// The source's canvas. Sources may draw only what changed, so they always get this same
+    /// buffer; a copy of it goes to the encoder.
     frame: I420Frame,
-    packetizer: Packetizer,
+    /// Set up for the starting size; moved to the encoding thread when the pipeline runs.
+    encoder: Option<Encoder>,
     frames_in: u64,
+}
+
+/// What the pacing thread tells the encoding thread with each picture.
+struct Job {
+    number: u64,
+    captured: Instant,
+    /// First frame after nobody was watching: encode an IDR.
+    resumed: bool,
+}
+
+/// The encoding half of the pipeline: encoder, packetizer and keyframe policy.
+struct EncodeStage {
+    shared: Arc<Shared>,
+    encode_seconds: metrics::Histogram,
+    encoder: Encoder,
+    packetizer: Packetizer,
+    last_key: Option<Instant>,
 }
 
 impl Pipeline {
     fn run(mut self) {
+        let Some(encoder) = self.encoder.take() else {
+            return;
+        };
+        let mut stage = EncodeStage {
+            shared: self.shared.clone(),
+            encode_seconds: self.encode_seconds.clone(),
+            encoder,
+            packetizer: Packetizer::default(),
+            last_key: None,
+        };
+        let worker = match encode::Worker::spawn(
+            "whepcast-encode",
+            self.frame.size(),
+            move |frame: &I420Frame, job: Job| stage.process(frame, job),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("cannot start the encoding thread: {e}");
+                self.shared.ended.cancel();
+                return;
+            }
+        };
+        self.pace(&worker);
+        // Frames already handed over are still encoded and sent before the stream ends.
+        worker.finish();
+        tracing::debug!("pipeline stopped after {} frames", self.frames_in);
+        self.shared.ended.cancel();
+    }
+
+    /// Draws a picture per frame slot and hands it to `worker`, until the source ends or
+    /// the stream is stopped.
+    fn pace(&mut self, worker: &encode::Worker<Job>) {
         let interval = self.shared.settings.frame_interval();
         let start = self.shared.started;
         let mut next_due = Instant::now();
         let mut slot: u64 = 0;
-        let mut last_key: Option<Instant> = None;
         let mut idle = true;
         let mut last_encode = Instant::now();
         let mut last_error: Option<Instant> = None;
@@ -382,8 +437,11 @@ impl Pipeline {
                     .current_fps_milli
                     .store(fps_milli, Ordering::Relaxed);
                 let dropped = self.shared.stats.frames_dropped.load(Ordering::Relaxed);
+                // The slower of the two threads sets the pace.
+                let encoding =
+                    Duration::from_nanos(self.shared.encode_busy_ns.swap(0, Ordering::Relaxed));
                 self.report_load(
-                    busy_in_window.as_secs_f64() / since.as_secs_f64(),
+                    busy_in_window.max(encoding).as_secs_f64() / since.as_secs_f64(),
                     dropped - window_dropped,
                     fps_milli,
                     &mut last_warning,
@@ -400,93 +458,103 @@ impl Pipeline {
                 idle = true;
                 continue;
             }
+            // A buffer for the encoder first: while the encoder is behind, this waits, and
+            // the picture drawn next is the current one, not one that aged in a queue.
+            let size = self.source.size();
+            let buffer = if watching {
+                match worker.take(size) {
+                    Some(b) => Some(b),
+                    None => {
+                        tracing::error!("the encoding thread stopped");
+                        break;
+                    }
+                }
+            } else {
+                None
+            };
 
             let busy = Instant::now();
             let captured = busy;
-            let info = FrameInfo {
-                number,
-                wall: SystemTime::now(),
-            };
-            let size = self.source.size();
-            if self.frame.size() != size {
-                if let Err(e) = self.resize(size) {
-                    tracing::error!("cannot encode at {size}: {e}");
-                    continue;
-                }
-            }
-            let fill = match self.source.fill(&mut self.frame, info) {
-                Ok(Fill::Ended) => {
-                    tracing::info!("source ended after {} frames", self.frames_in);
-                    break;
-                }
-                Ok(fill) => fill,
-                Err(e) => {
-                    if last_error.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5)) {
-                        tracing::warn!("source failed: {e}");
-                        last_error = Some(Instant::now());
+            let drawn = self.draw(number, size, &mut last_error);
+            busy_in_window += busy.elapsed();
+            let mut resumed = false;
+            let encode = match drawn {
+                Drawn::Ended => break,
+                Drawn::Failed => false,
+                Drawn::Picture(fill) => {
+                    if watching {
+                        resumed = std::mem::take(&mut idle);
+                        // Nothing new and nobody needs a keyframe: skip. A heartbeat frame
+                        // now and then keeps players from deciding the stream froze.
+                        resumed
+                            || fill == Fill::New
+                            || self.shared.keyframe_wanted.load(Ordering::Acquire)
+                            || last_encode.elapsed() >= HEARTBEAT
+                    } else {
+                        // Read only to keep the input flowing (a pipe must not stall its
+                        // producer).
+                        idle = true;
+                        false
                     }
-                    self.set_problem(Some(e.to_string()));
-                    continue;
                 }
             };
-            // A blocked read (a silent pipe) stops the ticks: that is what health watches.
-            self.tick(start);
-            self.set_problem(self.source.problem());
-            if fill == Fill::New {
-                self.frames_in += 1;
-                self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-            }
-            if !watching {
-                // Read only to keep the input flowing (a pipe must not stall its producer).
-                idle = true;
+            let Some(mut buffer) = buffer else {
                 continue;
-            }
-            let resumed = std::mem::take(&mut idle);
-            if resumed {
-                self.encoder.force_keyframe();
-                self.shared.keyframe_wanted.store(false, Ordering::Release);
-                last_key = Some(Instant::now());
-            }
-            if fill == Fill::Unchanged
-                && !resumed
-                && !self.shared.keyframe_wanted.load(Ordering::Acquire)
-                && last_encode.elapsed() < HEARTBEAT
-            {
-                // Nothing new and nobody needs a keyframe: skip. A heartbeat frame now and
-                // then keeps players from deciding the stream froze.
+            };
+            if !encode {
+                worker.put_back(buffer);
                 continue;
             }
             last_encode = Instant::now();
-            if last_key.is_none_or(|t| t.elapsed() >= MIN_FORCED_IDR_GAP)
-                && self.shared.keyframe_wanted.swap(false, Ordering::AcqRel)
-            {
-                self.encoder.force_keyframe();
-                self.shared
-                    .stats
-                    .forced_keyframes
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            let media = match self.encode(number, captured, start) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!("encoding frame {number} failed: {e}");
-                    continue;
-                }
+            let copy = Instant::now();
+            buffer.copy_from(&self.frame);
+            busy_in_window += copy.elapsed();
+            let job = Job {
+                number,
+                captured,
+                resumed,
             };
-            if media.keyframe {
-                tracing::debug!("keyframe {number} took {:?}", busy.elapsed());
-                last_key = Some(captured);
-                // Everyone subscribed now gets this IDR; earlier requests are answered.
-                self.shared.keyframe_wanted.store(false, Ordering::Release);
+            if !worker.submit(buffer, job) {
+                tracing::error!("the encoding thread stopped");
+                break;
             }
-            let took = busy.elapsed();
-            busy_in_window += took;
-            self.encode_seconds.record(took.as_secs_f64());
-            // Err only means nobody is subscribed right now.
-            let _ = self.shared.tx.send(Arc::new(media));
         }
-        tracing::debug!("pipeline stopped after {} frames", self.encoder.frames());
-        self.shared.ended.cancel();
+    }
+
+    /// Draws slot `number` into the canvas (a new canvas if the source changed size).
+    fn draw(&mut self, number: u64, size: Size, last_error: &mut Option<Instant>) -> Drawn {
+        if self.frame.size() != size {
+            tracing::info!("source is now {size}; restarting the encoder");
+            self.frame = I420Frame::new(size);
+            self.shared.stats.set_size(size);
+        }
+        let info = FrameInfo {
+            number,
+            wall: SystemTime::now(),
+        };
+        let fill = match self.source.fill(&mut self.frame, info) {
+            Ok(Fill::Ended) => {
+                tracing::info!("source ended after {} frames", self.frames_in);
+                return Drawn::Ended;
+            }
+            Ok(fill) => fill,
+            Err(e) => {
+                if last_error.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5)) {
+                    tracing::warn!("source failed: {e}");
+                    *last_error = Some(Instant::now());
+                }
+                self.set_problem(Some(e.to_string()));
+                return Drawn::Failed;
+            }
+        };
+        // A blocked read (a silent pipe) stops the ticks: that is what health watches.
+        self.tick(self.shared.started);
+        self.set_problem(self.source.problem());
+        if fill == Fill::New {
+            self.frames_in += 1;
+            self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        }
+        Drawn::Picture(fill)
     }
 
     /// Publishes the last second's load, and says so in the log when the pipeline cannot
@@ -535,26 +603,78 @@ impl Pipeline {
             *slot = problem;
         }
     }
+}
 
-    /// The source changed size: new frame buffer, new encoder (whose first frame is an IDR).
-    fn resize(&mut self, size: Size) -> Result<(), EncodeError> {
-        tracing::info!("source is now {size}; restarting the encoder");
-        let mut settings = *self.encoder.settings();
-        settings.size = size;
-        self.encoder = Encoder::new(settings)?;
-        self.frame = I420Frame::new(size);
-        self.shared.stats.set_size(size);
-        Ok(())
+/// What drawing a frame slot gave.
+enum Drawn {
+    Picture(Fill),
+    Failed,
+    Ended,
+}
+
+impl EncodeStage {
+    /// Encodes one picture (an IDR if it was asked for), packetizes it once and sends it to
+    /// every viewer.
+    fn process(&mut self, frame: &I420Frame, job: Job) {
+        let busy = Instant::now();
+        if frame.size() != self.encoder.settings().size {
+            let mut settings = *self.encoder.settings();
+            settings.size = frame.size();
+            match Encoder::new(settings) {
+                Ok(e) => self.encoder = e,
+                Err(e) => {
+                    tracing::error!("cannot encode at {}: {e}", frame.size());
+                    return;
+                }
+            }
+        }
+        let shared = self.shared.clone();
+        if job.resumed {
+            self.encoder.force_keyframe();
+            shared.keyframe_wanted.store(false, Ordering::Release);
+            self.last_key = Some(Instant::now());
+        } else if self
+            .last_key
+            .is_none_or(|t| t.elapsed() >= MIN_FORCED_IDR_GAP)
+            && shared.keyframe_wanted.swap(false, Ordering::AcqRel)
+        {
+            self.encoder.force_keyframe();
+            shared
+                .stats
+                .forced_keyframes
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let media = match self.encode(frame, job.number, job.captured) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("encoding frame {} failed: {e}", job.number);
+                return;
+            }
+        };
+        if media.keyframe {
+            tracing::debug!("keyframe {} took {:?}", job.number, busy.elapsed());
+            self.last_key = Some(job.captured);
+            // Everyone subscribed now gets this IDR; earlier requests are answered.
+            shared.keyframe_wanted.store(false, Ordering::Release);
+        }
+        let took = busy.elapsed();
+        shared
+            .encode_busy_ns
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.encode_seconds.record(took.as_secs_f64());
+        // Err only means nobody is subscribed right now.
+        let _ = shared.tx.send(Arc::new(media));
     }
 
-    /// Encodes the current frame and packetizes it once.
+    /// Encodes `frame` and packetizes it once.
     fn encode(
         &mut self,
+        frame: &I420Frame,
         number: u64,
         captured: Instant,
-        start: Instant,
     ) -> Result<MediaFrame, EncodeError> {
-        let out = self.encoder.encode(&self.frame)?;
+        let start = self.shared.started;
+        let out = self.encoder.encode(frame)?;
         let keyframe = out.keyframe;
         let stats = &self.shared.stats;
         stats.frames_encoded.fetch_add(1, Ordering::Relaxed);

@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta,
-    Runtime, TokioRuntime, Transmit,
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
 };
 
 /// The runtime every peer connection is built with: tokio, with nomination-aware sockets.
@@ -293,7 +293,9 @@ mod tests {
             )),
         ];
         if use_candidate {
-            setters.push(Box::new(rtc::ice::attributes::use_candidate::UseCandidateAttr::new()));
+            setters.push(Box::new(
+                rtc::ice::attributes::use_candidate::UseCandidateAttr::new(),
+            ));
         }
         m.build(&setters).unwrap();
         m.raw
@@ -322,7 +324,10 @@ mod tests {
         let peer: SocketAddr = PEER.parse().unwrap();
         let mut s = State::default();
         let nomination = request(true);
-        assert!(!s.on_received(&nomination, peer), "nothing before our check succeeds");
+        assert!(
+            !s.on_received(&nomination, peer),
+            "nothing before our check succeeds"
+        );
         let our_check = request(false);
         s.on_sent(&our_check);
         let elsewhere = "127.0.0.1:5001".parse().unwrap();
@@ -342,7 +347,10 @@ mod tests {
         let nomination = request(true);
         s.on_received(&nomination, peer);
         s.on_sent(&success_to(&nomination));
-        assert!(!s.on_received(&success_to(&request(false)), peer), "the agent answered it");
+        assert!(
+            !s.on_received(&success_to(&request(false)), peer),
+            "the agent answered it"
+        );
         assert!(replay(&mut s).is_none());
 
         s.on_received(&request(false), peer);

@@ -14,6 +14,9 @@ use openh264::encoder::{
 };
 use openh264::OpenH264API;
 
+pub mod worker;
+pub use worker::Worker;
+
 /// Errors from the encoder.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
