@@ -19,7 +19,8 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 };
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -31,6 +32,10 @@ use webrtc::peer_connection::{
 
 pub use ice::{advertise_candidates, IceServer, PortLease, PortPool};
 pub use offer::{choose_h264, H264Choice, OfferError};
+
+/// The playout-delay RTP header extension: a sender's hint of how long a receiver may hold
+/// frames to smooth playback (we say: not at all).
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 
 /// Errors from the WebRTC layer. Their text is for logs; clients get a summary.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +183,13 @@ async fn build(
         },
         RtpCodecKind::Video,
     );
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: PLAYOUT_DELAY_URI.into(),
+        },
+        RtpCodecKind::Video,
+        None,
+    )?;
     // NACK responder (retransmit what a viewer lost) + sender reports; then our PLI/FIR tap.
     let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media)).with(
         Slot::from(keyframe::SLOT),

@@ -27,6 +27,7 @@ pub use datachannel::unix_ms;
 pub use sdpfrag::{Fragment, FragmentError};
 
 use crate::broadcast::Feed;
+use bytes::Bytes;
 use crate::rtc::{self, H264Choice, OfferError, PortLease, RtcConfig, RtcError};
 use rtc_core::media_stream::MediaStreamTrack;
 use rtc_core::rtp_transceiver::rtp_sender::{
@@ -279,7 +280,7 @@ impl Sessions {
             &self.inner.rtc,
         )
         .await;
-        let (answer_sdp, track, ssrc, payload_type) = match setup {
+        let (answer_sdp, track, stamp) = match setup {
             Ok(v) => v,
             Err(e) => {
                 let _ = pc.close().await;
@@ -318,7 +319,7 @@ impl Sessions {
         tokio::spawn(send_media(
             stream.feed.clone(),
             track.clone(),
-            (ssrc, payload_type),
+            stamp,
             (state_rx.clone(), ice_rx, t0),
             cancel.clone(),
         ));
@@ -533,8 +534,22 @@ async fn add_candidates(pc: &Arc<dyn PeerConnection>, frag: &Fragment) -> usize 
     added
 }
 
+/// What one viewer's packets carry that the shared ones do not.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    ssrc: u32,
+    payload_type: u8,
+    /// The id the viewer gave the playout-delay header extension, if it offered it.
+    playout_delay: Option<u8>,
+}
+
+/// Playout delay "min 0, max 0" (RTP header extension, 12 + 12 bits in 10 ms units): render
+/// each frame as soon as it is decoded, no smoothing buffer. Chromium keeps the last value
+/// it saw, so it goes on the first packet of every keyframe, which every viewer starts with.
+const PLAYOUT_DELAY_NONE: [u8; 3] = [0, 0, 0];
+
 /// Offer → answer on a fresh peer connection. Returns the answer SDP (with every candidate),
-/// the track, and the SSRC and payload type to stamp on packets.
+/// the track, and what to stamp on its packets.
 async fn negotiate(
     pc: &Arc<dyn PeerConnection>,
     choice: &H264Choice,
@@ -542,7 +557,7 @@ async fn negotiate(
     stream: &str,
     gathered: &mut watch::Receiver<bool>,
     config: &RtcConfig,
-) -> Result<(String, Arc<TrackLocalStaticRTP>, u32, u8), WhepError> {
+) -> Result<(String, Arc<TrackLocalStaticRTP>, Stamp), WhepError> {
     let bad = |e: rtc_core::shared::error::Error| OfferError::Malformed(e.to_string());
     let offer = RTCSessionDescription::offer(offer_sdp).map_err(bad)?;
     pc.set_remote_description(offer).await.map_err(bad)?;
@@ -613,7 +628,18 @@ async fn negotiate(
         ))
         .into());
     }
-    Ok((sdp, track, ssrc, codec.payload_type))
+    let playout_delay = params
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .find(|e| e.uri == rtc::PLAYOUT_DELAY_URI)
+        .and_then(|e| u8::try_from(e.id).ok());
+    let stamp = Stamp {
+        ssrc,
+        payload_type: codec.payload_type,
+        playout_delay,
+    };
+    Ok((sdp, track, stamp))
 }
 
 /// Sends the stream's packets to one viewer until cancelled or the connection is gone.
@@ -623,7 +649,7 @@ async fn negotiate(
 async fn send_media(
     feed: Feed,
     track: Arc<TrackLocalStaticRTP>,
-    (ssrc, payload_type): (u32, u8),
+    stamp: Stamp,
     (mut state, ice, t0): (
         watch::Receiver<RTCPeerConnectionState>,
         watch::Receiver<bool>,
@@ -690,8 +716,14 @@ async fn send_media(
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             let mut packet = shared.clone();
-            packet.header.ssrc = ssrc;
-            packet.header.payload_type = payload_type;
+            packet.header.ssrc = stamp.ssrc;
+            packet.header.payload_type = stamp.payload_type;
+            if let (0, true, Some(id)) = (i, frame.keyframe, stamp.playout_delay) {
+                // An error (an id this header form cannot carry) only loses the hint.
+                let _ = packet
+                    .header
+                    .set_extension(id, Bytes::from_static(&PLAYOUT_DELAY_NONE));
+            }
             packet.header.sequence_number = seq;
             seq = seq.wrapping_add(1);
             let len = packet.payload.len() as u64 + 12;
