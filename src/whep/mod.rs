@@ -27,8 +27,8 @@ pub use datachannel::unix_ms;
 pub use sdpfrag::{Fragment, FragmentError};
 
 use crate::broadcast::Feed;
-use bytes::Bytes;
 use crate::rtc::{self, H264Choice, OfferError, PortLease, RtcConfig, RtcError};
+use bytes::Bytes;
 use rtc_core::media_stream::MediaStreamTrack;
 use rtc_core::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,

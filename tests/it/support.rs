@@ -146,6 +146,10 @@ pub struct Decoded {
     pub last: Option<Picture>,
     /// RTP timestamps of the decoded frames, in order.
     pub rtp_timestamps: Vec<u32>,
+    /// RTP header extensions seen (id, value), each distinct one once.
+    pub extensions: Vec<(u8, Vec<u8>)>,
+    /// Packets that carried any header extension.
+    pub packets_with_extensions: u64,
 }
 
 /// A decoded picture, tightly packed I420.
@@ -291,6 +295,16 @@ pub async fn offer_with_channel(
                 payload_type: 102,
             },
             RtpCodecKind::Video,
+        )
+        .unwrap();
+    // Offered like Chromium offers it.
+    media
+        .register_header_extension(
+            rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                uri: whepcast::rtc::PLAYOUT_DELAY_URI.into(),
+            },
+            RtpCodecKind::Video,
+            None,
         )
         .unwrap();
     let registry =
@@ -466,6 +480,15 @@ async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>, decod
             }
         }
         last_seq = Some(seq);
+        if !pkt.header.extensions.is_empty() {
+            state.packets_with_extensions += 1;
+            for e in &pkt.header.extensions {
+                let seen = (e.id, e.payload.to_vec());
+                if !state.extensions.contains(&seen) && state.extensions.len() < 16 {
+                    state.extensions.push(seen);
+                }
+            }
+        }
         if !decode {
             if state.rtp_packets % 64 == 0 {
                 out.send_replace(state.clone());

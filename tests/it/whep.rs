@@ -51,6 +51,38 @@ async fn viewer_decodes_moving_pattern_then_delete_ends_session() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframes_tell_the_viewer_to_play_out_at_once() {
+    let server = TestServer::start("320x240", 30, 1.0).await;
+    let mut viewer = Viewer::connect(&server.url("/whep")).await;
+    let answer = viewer.pc.remote_description().await.unwrap().sdp;
+    let id: u8 = answer
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("a=extmap:")?;
+            let (id, uri) = rest.split_once(' ')?;
+            (uri.trim() == whepcast::rtc::PLAYOUT_DELAY_URI).then(|| id.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("the answer does not negotiate playout-delay:\n{answer}"));
+    // Past the joiner's IDR and the next periodic one (every second).
+    let d = viewer
+        .wait_for("45 decoded frames", |d| d.frames >= 45)
+        .await;
+    assert_eq!(
+        d.extensions,
+        vec![(id, vec![0, 0, 0])],
+        "playout delay min 0 / max 0 under the negotiated id, and nothing else"
+    );
+    assert!(
+        (2..=4).contains(&d.packets_with_extensions),
+        "only the first packet of each keyframe carries it: {} packets of {}",
+        d.packets_with_extensions,
+        d.rtp_packets
+    );
+    viewer.close().await;
+    server.stop().await;
+}
+
 /// A minimal but complete-looking offer with the given video lines.
 fn offer_with(video: &str) -> String {
     format!(
