@@ -111,7 +111,9 @@ async fn bad_requests_get_clear_errors_and_video_keeps_flowing() {
     let (status, _, body) = post(&whep, Some("application/sdp"), "hello world").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("SDP"), "{body}");
-    let truncated = good_offer[..good_offer.len() / 3].to_string();
+    // Cut inside the media line.
+    let cut = good_offer.find("m=video").unwrap() + "m=video 9 UDP/".len();
+    let truncated = good_offer[..cut].to_string();
     let (status, _, body) = post(&whep, Some("application/sdp"), truncated).await;
     assert_eq!(status, 400, "{body}");
 
