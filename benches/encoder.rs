@@ -185,7 +185,7 @@ fn bench(size: Size, frames: u64, content: &dyn Fn() -> Box<dyn Content>) -> Fig
         let mut packetizer = Packetizer::default();
         let encoding = Arc::new(AtomicU64::new(0));
         let encoding_ns = encoding.clone();
-        let worker = Worker::spawn("bench-encode", size, move |f: &I420Frame, n: u64| {
+        let worker = Worker::spawn("bench-encode", move |f: &I420Frame, n: u64| {
             let t = Instant::now();
             let out = enc.encode(f).unwrap();
             encoding_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -368,18 +368,17 @@ impl Pipeline {
             packetizer: Packetizer::default(),
             last_key: None,
         };
-        let worker = match encode::Worker::spawn(
-            "whepcast-encode",
-            self.frame.size(),
-            move |frame: &I420Frame, job: Job| stage.process(frame, job),
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!("cannot start the encoding thread: {e}");
-                self.shared.ended.cancel();
-                return;
-            }
-        };
+        let worker =
+            match encode::Worker::spawn("whepcast-encode", move |frame: &I420Frame, job: Job| {
+                stage.process(frame, job)
+            }) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!("cannot start the encoding thread: {e}");
+                    self.shared.ended.cancel();
+                    return;
+                }
+            };
         self.pace(&worker);
         // Frames already handed over are still encoded and sent before the stream ends.
         worker.finish();

@@ -19,25 +19,21 @@ const BUFFERS: usize = 2;
 pub struct Worker<M> {
     to_worker: Option<SyncSender<(I420Frame, M)>>,
     free: Receiver<I420Frame>,
+    /// Buffers made so far: they are made on first need, so a stream nobody watches holds none.
+    made: std::cell::Cell<usize>,
     /// Lets the producer put back a buffer it filled but does not want processed.
     give_back: Sender<I420Frame>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl<M: Send + 'static> Worker<M> {
-    /// Starts a thread named `name` that calls `work` for every frame submitted, in order,
-    /// with frames of `size` to start with.
+    /// Starts a thread named `name` that calls `work` for every frame submitted, in order.
     pub fn spawn(
         name: &str,
-        size: Size,
         mut work: impl FnMut(&I420Frame, M) + Send + 'static,
     ) -> std::io::Result<Self> {
         let (to_worker, jobs) = mpsc::sync_channel::<(I420Frame, M)>(BUFFERS);
         let (give_back, free) = mpsc::channel();
-        for _ in 0..BUFFERS {
-            // Cannot fail: the receiver is alive.
-            let _ = give_back.send(I420Frame::new(size));
-        }
         let returns = give_back.clone();
         let thread = std::thread::Builder::new()
             .name(name.into())
@@ -52,6 +48,7 @@ impl<M: Send + 'static> Worker<M> {
         Ok(Self {
             to_worker: Some(to_worker),
             free,
+            made: std::cell::Cell::new(0),
             give_back,
             thread: Some(thread),
         })
@@ -60,7 +57,14 @@ impl<M: Send + 'static> Worker<M> {
     /// A buffer to fill, of `size` (reallocated only when the size changed); waits while the
     /// worker holds every buffer. `None` if the worker thread has stopped.
     pub fn take(&self, size: Size) -> Option<I420Frame> {
-        let frame = self.free.recv().ok()?;
+        let frame = match self.free.try_recv() {
+            Ok(frame) => frame,
+            Err(_) if self.made.get() < BUFFERS => {
+                self.made.set(self.made.get() + 1);
+                return Some(I420Frame::new(size));
+            }
+            Err(_) => self.free.recv().ok()?,
+        };
         Some(if frame.size() == size {
             frame
         } else {
@@ -110,7 +114,7 @@ mod tests {
         };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        let worker = Worker::spawn("test-worker", size, move |frame: &I420Frame, n: u64| {
+        let worker = Worker::spawn("test-worker", move |frame: &I420Frame, n: u64| {
             // The first luma byte carries the frame number drawn by the producer.
             assert_eq!(frame.as_bytes()[0], n as u8);
             log.lock().unwrap().push(n);
@@ -140,7 +144,10 @@ mod tests {
             width: 32,
             height: 16,
         };
-        let worker = Worker::spawn("test-worker", small, |_: &I420Frame, _: ()| {}).unwrap();
+        let worker = Worker::spawn("test-worker", |_: &I420Frame, _: ()| {}).unwrap();
+        let first = worker.take(small).unwrap();
+        worker.put_back(first);
+        // The free buffer is the old size: a new one instead.
         assert_eq!(worker.take(big).unwrap().size(), big);
     }
 }
