@@ -166,3 +166,31 @@ async fn overload_drops_frames_keeps_latency_bounded_and_says_so() {
     member.viewer.close().await;
     stop(child);
 }
+
+/// The binary limits glibc's per-thread cache (so memory freed by closed sessions goes back to
+/// the OS) by re-executing itself with the tunable, and leaves a user's own setting alone.
+#[test]
+fn the_server_runs_with_a_small_thread_cache_unless_told_otherwise() {
+    let tunables = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .unwrap()
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"GLIBC_TUNABLES=").map(<[u8]>::to_vec))
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let (server, _) = spawn_serve(&["--size", "320x240"], &[], std::process::Stdio::null());
+    assert_eq!(
+        tunables(server.0.id()).as_deref(),
+        Some("glibc.malloc.tcache_count=1")
+    );
+    stop(server);
+
+    let mine = "glibc.malloc.tcache_count=5";
+    let (server, _) = spawn_serve(
+        &["--size", "320x240"],
+        &[("GLIBC_TUNABLES", mine)],
+        std::process::Stdio::null(),
+    );
+    assert_eq!(tunables(server.0.id()).as_deref(), Some(mine));
+    stop(server);
+}
