@@ -63,13 +63,29 @@ impl<M: Send + 'static> Worker<M> {
                 self.made.set(self.made.get() + 1);
                 return Some(I420Frame::new(size));
             }
-            Err(_) => self.free.recv().ok()?,
+            Err(_) => self.wait_for_free()?,
         };
         Some(if frame.size() == size {
             frame
         } else {
             I420Frame::new(size)
         })
+    }
+
+    /// Waits for the worker to give a buffer back; `None` if it has stopped (a panic in the
+    /// encoder must end the stream, not hang the producer: it holds a sender of `free` too).
+    fn wait_for_free(&self) -> Option<I420Frame> {
+        loop {
+            match self
+                .free
+                .recv_timeout(std::time::Duration::from_millis(100))
+            {
+                Ok(frame) => return Some(frame),
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if self.thread.as_ref().is_some_and(|t| !t.is_finished()) => {}
+                Err(_) => return None,
+            }
+        }
     }
 
     /// Hands a filled buffer to the worker. `false` if the worker thread has stopped.
@@ -132,6 +148,31 @@ mod tests {
         worker.finish();
         let want: Vec<u64> = (0..50).filter(|n| *n != 7).collect();
         assert_eq!(*seen.lock().unwrap(), want);
+    }
+
+    #[test]
+    fn a_worker_that_dies_does_not_hang_the_producer() {
+        let size = Size {
+            width: 16,
+            height: 16,
+        };
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let worker = Worker::spawn("test-worker", |_: &I420Frame, _: u64| {
+                // Dies holding the first buffer, after the second one is queued.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                panic!("encoder failure (expected by the test)");
+            })
+            .unwrap();
+            for n in 0..2 {
+                let f = worker.take(size).unwrap();
+                assert!(worker.submit(f, n));
+            }
+            // Both buffers are with the dead worker: this must give up, not wait for ever.
+            let _ = done_tx.send(worker.take(size).is_none());
+        });
+        let gave_up = done.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(gave_up, Ok(true), "the producer learns the worker is gone");
     }
 
     #[test]
