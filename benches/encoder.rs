@@ -124,17 +124,26 @@ type MakeContent = Box<dyn Fn() -> Box<dyn Content>>;
 /// One kind of content, drawn into a frame.
 trait Content {
     fn draw(&mut self, frame: &mut I420Frame, n: u64);
+    /// Draws a whole picture into any frame (`Source::fills_any_frame`).
+    fn fills_any_frame(&self) -> bool;
 }
 
 impl Content for Pattern {
     fn draw(&mut self, frame: &mut I420Frame, n: u64) {
         self.fill(frame, info(n)).unwrap();
     }
+    fn fills_any_frame(&self) -> bool {
+        Source::fills_any_frame(self)
+    }
 }
 
 impl Content for Desktop {
     fn draw(&mut self, frame: &mut I420Frame, n: u64) {
         self.fill(frame, n)
+    }
+    /// Converts its whole RGBA picture every time, like a program pushing frames.
+    fn fills_any_frame(&self) -> bool {
+        true
     }
 }
 
@@ -179,8 +188,9 @@ fn bench(size: Size, frames: u64, content: &dyn Fn() -> Box<dyn Content>) -> Fig
         }
         bare = bare.max(frames as f64 / t.elapsed().as_secs_f64());
 
-        // As the pipeline does it: wait for a free encoder buffer, draw into the canvas,
-        // copy it over, hand it to the encoding thread (which encodes and packetizes).
+        // As the pipeline does it: wait for a free encoder buffer, draw into it (or, for
+        // content that needs its previous picture, into the canvas, then copy), hand it to
+        // the encoding thread (which encodes and packetizes).
         let mut enc = Encoder::new(settings).unwrap();
         let mut packetizer = Packetizer::default();
         let encoding = Arc::new(AtomicU64::new(0));
@@ -195,10 +205,15 @@ fn bench(size: Size, frames: u64, content: &dyn Fn() -> Box<dyn Content>) -> Fig
         let mut source = content();
         let mut canvas = I420Frame::new(size);
         let t = Instant::now();
+        let direct = source.fills_any_frame();
         for n in 0..frames {
             let mut buffer = worker.take(size).unwrap();
-            source.draw(&mut canvas, n);
-            buffer.copy_from(&canvas);
+            if direct {
+                source.draw(&mut buffer, n);
+            } else {
+                source.draw(&mut canvas, n);
+                buffer.copy_from(&canvas);
+            }
             worker.submit(buffer, n);
         }
         worker.finish();

@@ -193,7 +193,12 @@ impl Broadcast {
                     source,
                     encoder: Some(encoder),
                     encode_seconds,
-                    frame: I420Frame::new(settings.size),
+                    // Made at the source's size when first drawn into.
+                    frame: I420Frame::new(Size {
+                        width: 0,
+                        height: 0,
+                    }),
+                    size: settings.size,
                     frames_in: 0,
                 }
                 .run()
@@ -332,8 +337,11 @@ struct Pipeline {
     encode_seconds: metrics::Histogram,
     source: Box<dyn Source>,
     /// The source's canvas. Sources may draw only what changed, so they always get this same
-    /// buffer; a copy of it goes to the encoder.
+    /// buffer; a copy of it goes to the encoder. (Those that fill any frame
+    /// ([`Source::fills_any_frame`]) draw into the encoder's buffers instead.)
     frame: I420Frame,
+    /// The size last drawn, to notice changes.
+    size: Size,
     /// Set up for the starting size; moved to the encoding thread when the pipeline runs.
     encoder: Option<Encoder>,
     frames_in: u64,
@@ -474,7 +482,11 @@ impl Pipeline {
 
             let busy = Instant::now();
             let captured = busy;
-            let drawn = self.draw(number, size, &mut last_error);
+            let mut buffer = buffer;
+            // Sources that fill any frame draw straight into the encoder's buffer.
+            let direct = self.source.fills_any_frame();
+            let into = buffer.as_mut().filter(|_| direct);
+            let drawn = self.draw(number, size, into, &mut last_error);
             busy_in_window += busy.elapsed();
             let mut resumed = false;
             let encode = match drawn {
@@ -505,9 +517,11 @@ impl Pipeline {
                 continue;
             }
             last_encode = Instant::now();
-            let copy = Instant::now();
-            buffer.copy_from(&self.frame);
-            busy_in_window += copy.elapsed();
+            if !direct {
+                let copy = Instant::now();
+                buffer.copy_from(&self.frame);
+                busy_in_window += copy.elapsed();
+            }
             let job = Job {
                 number,
                 captured,
@@ -520,18 +534,34 @@ impl Pipeline {
         }
     }
 
-    /// Draws slot `number` into the canvas (a new canvas if the source changed size).
-    fn draw(&mut self, number: u64, size: Size, last_error: &mut Option<Instant>) -> Drawn {
-        if self.frame.size() != size {
+    /// Draws slot `number` into `into`, or into the canvas (a new one if the source changed
+    /// size).
+    fn draw(
+        &mut self,
+        number: u64,
+        size: Size,
+        into: Option<&mut I420Frame>,
+        last_error: &mut Option<Instant>,
+    ) -> Drawn {
+        if self.size != size {
             tracing::info!("source is now {size}; restarting the encoder");
-            self.frame = I420Frame::new(size);
+            self.size = size;
             self.shared.stats.set_size(size);
         }
         let info = FrameInfo {
             number,
             wall: SystemTime::now(),
         };
-        let fill = match self.source.fill(&mut self.frame, info) {
+        let target = match into {
+            Some(frame) => frame,
+            None => {
+                if self.frame.size() != size {
+                    self.frame = I420Frame::new(size);
+                }
+                &mut self.frame
+            }
+        };
+        let fill = match self.source.fill(target, info) {
             Ok(Fill::Ended) => {
                 tracing::info!("source ended after {} frames", self.frames_in);
                 return Drawn::Ended;

@@ -66,6 +66,10 @@ impl Source for Y4m {
         true
     }
 
+    fn fills_any_frame(&self) -> bool {
+        true
+    }
+
     fn fill(&mut self, frame: &mut I420Frame, _info: FrameInfo) -> Result<Fill, SourceError> {
         let w = self.decoder.get_width();
         match self.decoder.read_frame() {
@@ -106,6 +110,10 @@ impl Source for Raw {
     }
 
     fn drain_when_idle(&self) -> bool {
+        true
+    }
+
+    fn fills_any_frame(&self) -> bool {
         true
     }
 

@@ -185,6 +185,13 @@ pub trait Source {
     fn drain_when_idle(&self) -> bool {
         false
     }
+    /// Whether [`Source::fill`] writes its whole picture into any frame of the right size:
+    /// it never relies on the frame holding its previous picture and never answers
+    /// [`Fill::Unchanged`]. The pipeline then lets it draw straight into the encoder's buffer
+    /// instead of into a canvas that is copied there (one frame copy less, per frame).
+    fn fills_any_frame(&self) -> bool {
+        false
+    }
     /// Why the source is not delivering its real picture right now (a lost X display), for
     /// `/healthz`; `None` when all is well.
     fn problem(&self) -> Option<String> {

@@ -135,6 +135,11 @@ impl Source for Pattern {
         self.size
     }
 
+    /// A frame not holding the background gets all of it (`restore_background`).
+    fn fills_any_frame(&self) -> bool {
+        true
+    }
+
     fn fill(&mut self, frame: &mut I420Frame, info: FrameInfo) -> Result<Fill, SourceError> {
         let l = self.layout;
         self.restore_background(frame);
