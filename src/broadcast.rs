@@ -468,7 +468,7 @@ impl Pipeline {
             // A buffer for the encoder first: while the encoder is behind, this waits, and
             // the picture drawn next is the current one, not one that aged in a queue.
             let size = self.source.size();
-            let buffer = if watching {
+            let mut buffer = if watching {
                 match worker.take(size) {
                     Some(b) => Some(b),
                     None => {
@@ -482,7 +482,6 @@ impl Pipeline {
 
             let busy = Instant::now();
             let captured = busy;
-            let mut buffer = buffer;
             // Sources that fill any frame draw straight into the encoder's buffer.
             let direct = self.source.fills_any_frame();
             let into = buffer.as_mut().filter(|_| direct);
