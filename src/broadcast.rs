@@ -188,11 +188,16 @@ impl Broadcast {
                 let Ok(shared) = shared_rx.recv() else {
                     return;
                 };
+                let stage = EncodeStage {
+                    shared: shared.clone(),
+                    encode_seconds,
+                    encoder,
+                    packetizer: Packetizer::default(),
+                    last_key: None,
+                };
                 Pipeline {
                     shared,
                     source,
-                    encoder: Some(encoder),
-                    encode_seconds,
                     // Made at the source's size when first drawn into.
                     frame: I420Frame::new(Size {
                         width: 0,
@@ -201,7 +206,7 @@ impl Broadcast {
                     size: settings.size,
                     frames_in: 0,
                 }
-                .run()
+                .run(stage)
             })
             .map_err(EncodeError::Thread)?;
         let settings = match ready_rx.recv() {
@@ -334,7 +339,6 @@ impl Feed {
 /// next picture is drawn while this one is encoded.
 struct Pipeline {
     shared: Arc<Shared>,
-    encode_seconds: metrics::Histogram,
     source: Box<dyn Source>,
     /// The source's canvas. Sources may draw only what changed, so they always get this same
     /// buffer; a copy of it goes to the encoder. (Those that fill any frame
@@ -342,8 +346,6 @@ struct Pipeline {
     frame: I420Frame,
     /// The size last drawn, to notice changes.
     size: Size,
-    /// Set up for the starting size; moved to the encoding thread when the pipeline runs.
-    encoder: Option<Encoder>,
     frames_in: u64,
 }
 
@@ -365,17 +367,8 @@ struct EncodeStage {
 }
 
 impl Pipeline {
-    fn run(mut self) {
-        let Some(encoder) = self.encoder.take() else {
-            return;
-        };
-        let mut stage = EncodeStage {
-            shared: self.shared.clone(),
-            encode_seconds: self.encode_seconds.clone(),
-            encoder,
-            packetizer: Packetizer::default(),
-            last_key: None,
-        };
+    /// Paces the source, with `stage` encoding on its own thread.
+    fn run(mut self, mut stage: EncodeStage) {
         let worker =
             match encode::Worker::spawn("whepcast-encode", move |frame: &I420Frame, job: Job| {
                 stage.process(frame, job)
@@ -656,18 +649,17 @@ impl EncodeStage {
                 }
             }
         }
-        let shared = self.shared.clone();
         if job.resumed {
             self.encoder.force_keyframe();
-            shared.keyframe_wanted.store(false, Ordering::Release);
+            self.shared.keyframe_wanted.store(false, Ordering::Release);
             self.last_key = Some(Instant::now());
         } else if self
             .last_key
             .is_none_or(|t| t.elapsed() >= MIN_FORCED_IDR_GAP)
-            && shared.keyframe_wanted.swap(false, Ordering::AcqRel)
+            && self.shared.keyframe_wanted.swap(false, Ordering::AcqRel)
         {
             self.encoder.force_keyframe();
-            shared
+            self.shared
                 .stats
                 .forced_keyframes
                 .fetch_add(1, Ordering::Relaxed);
@@ -683,15 +675,15 @@ impl EncodeStage {
             tracing::debug!("keyframe {} took {:?}", job.number, busy.elapsed());
             self.last_key = Some(job.captured);
             // Everyone subscribed now gets this IDR; earlier requests are answered.
-            shared.keyframe_wanted.store(false, Ordering::Release);
+            self.shared.keyframe_wanted.store(false, Ordering::Release);
         }
         let took = busy.elapsed();
-        shared
+        self.shared
             .encode_busy_ns
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         self.encode_seconds.record(took.as_secs_f64());
         // Err only means nobody is subscribed right now.
-        let _ = shared.tx.send(Arc::new(media));
+        let _ = self.shared.tx.send(Arc::new(media));
     }
 
     /// Encodes `frame` and packetizes it once.

@@ -146,9 +146,12 @@ impl fmt::Debug for NominatingSocket {
     }
 }
 
+/// A STUN message's type and transaction id.
+type StunHeader = (u16, [u8; 12]);
+
 /// STUN message type and transaction id, when `packet` is a STUN message (RFC 7983: first
 /// byte 0..=3, then the magic cookie).
-fn stun_header(packet: &[u8]) -> Option<(u16, [u8; 12])> {
+fn stun_header(packet: &[u8]) -> Option<StunHeader> {
     if packet.first().is_none_or(|b| *b > 3) || !is_stun_message(packet) {
         return None;
     }
@@ -159,11 +162,14 @@ fn stun_header(packet: &[u8]) -> Option<(u16, [u8; 12])> {
 }
 
 impl State {
-    /// Looks at one received datagram; `true` when the held request is now due for replay.
-    fn on_received(&mut self, packet: &[u8], from: SocketAddr) -> bool {
-        let Some((typ, transaction_id)) = stun_header(packet) else {
-            return false;
-        };
+    /// Looks at one received STUN message; `true` when the held request is now due for
+    /// replay.
+    fn on_received(
+        &mut self,
+        (typ, transaction_id): StunHeader,
+        packet: &[u8],
+        from: SocketAddr,
+    ) -> bool {
         if typ == BINDING_REQUEST.value() {
             self.parser.raw.clear();
             self.parser.raw.extend_from_slice(packet);
@@ -181,15 +187,13 @@ impl State {
         }
     }
 
-    /// Looks at one datagram the agent sends.
-    fn on_sent(&mut self, packet: &[u8]) {
-        if let Some((typ, transaction_id)) = stun_header(packet) {
-            if typ == BINDING_SUCCESS.value()
-                && self.unanswered.from.is_some()
-                && transaction_id == self.unanswered.transaction_id
-            {
-                self.unanswered.from = None;
-            }
+    /// Looks at one STUN message the agent sends.
+    fn on_sent(&mut self, (typ, transaction_id): StunHeader) {
+        if typ == BINDING_SUCCESS.value()
+            && self.unanswered.from.is_some()
+            && transaction_id == self.unanswered.transaction_id
+        {
+            self.unanswered.from = None;
         }
     }
 
@@ -221,9 +225,9 @@ impl AsyncUdpSocket for NominatingSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        if transmit.segment_size.is_none() && stun_header(transmit.contents).is_some() {
+        if let (None, Some(header)) = (transmit.segment_size, stun_header(transmit.contents)) {
             if let Ok(mut state) = self.state.lock() {
-                state.on_sent(transmit.contents);
+                state.on_sent(header);
             }
         }
         self.inner.poll_send(cx, transmit)
@@ -255,9 +259,9 @@ impl AsyncUdpSocket for NominatingSocket {
             let m = meta[i];
             let data = &bufs[i][..m.len.min(bufs[i].len())];
             for d in data.chunks(m.stride.max(1)) {
-                if stun_header(d).is_some() {
+                if let Some(header) = stun_header(d) {
                     if let Ok(mut state) = self.state.lock() {
-                        if state.on_received(d, m.addr) {
+                        if state.on_received(header, d, m.addr) {
                             self.replay_due.store(true, Ordering::Release);
                         }
                     }
@@ -317,6 +321,18 @@ mod tests {
             .then(|| (buf[..meta.len].to_vec(), meta.addr))
     }
 
+    /// What the socket does with a received datagram.
+    fn recv(s: &mut State, packet: &[u8], from: SocketAddr) -> bool {
+        stun_header(packet).is_some_and(|h| s.on_received(h, packet, from))
+    }
+
+    /// What the socket does with a datagram the agent sends.
+    fn sent(s: &mut State, packet: &[u8]) {
+        if let Some(h) = stun_header(packet) {
+            s.on_sent(h);
+        }
+    }
+
     const PEER: &str = "127.0.0.1:5000";
 
     #[test]
@@ -325,17 +341,17 @@ mod tests {
         let mut s = State::default();
         let nomination = request(true);
         assert!(
-            !s.on_received(&nomination, peer),
+            !recv(&mut s, &nomination, peer),
             "nothing before our check succeeds"
         );
         let our_check = request(false);
-        s.on_sent(&our_check);
+        sent(&mut s, &our_check);
         let elsewhere = "127.0.0.1:5001".parse().unwrap();
         assert!(
-            !s.on_received(&success_to(&our_check), elsewhere),
+            !recv(&mut s, &success_to(&our_check), elsewhere),
             "a success from another address proves nothing"
         );
-        assert!(s.on_received(&success_to(&our_check), peer));
+        assert!(recv(&mut s, &success_to(&our_check), peer));
         assert_eq!(replay(&mut s), Some((nomination, peer)));
         assert!(replay(&mut s).is_none(), "replayed once only");
     }
@@ -345,23 +361,23 @@ mod tests {
         let peer: SocketAddr = PEER.parse().unwrap();
         let mut s = State::default();
         let nomination = request(true);
-        s.on_received(&nomination, peer);
-        s.on_sent(&success_to(&nomination));
+        recv(&mut s, &nomination, peer);
+        sent(&mut s, &success_to(&nomination));
         assert!(
-            !s.on_received(&success_to(&request(false)), peer),
+            !recv(&mut s, &success_to(&request(false)), peer),
             "the agent answered it"
         );
         assert!(replay(&mut s).is_none());
 
-        s.on_received(&request(false), peer);
+        recv(&mut s, &request(false), peer);
         assert!(
-            !s.on_received(&success_to(&request(false)), peer),
+            !recv(&mut s, &success_to(&request(false)), peer),
             "no USE-CANDIDATE, nothing to replay"
         );
 
         // RTP and garbage are not STUN.
-        assert!(!s.on_received(&[0x80; 40], peer));
-        assert!(!s.on_received(&[0; 3], peer));
+        assert!(!recv(&mut s, &[0x80; 40], peer));
+        assert!(!recv(&mut s, &[0; 3], peer));
         assert!(replay(&mut s).is_none());
     }
 }

@@ -18,6 +18,20 @@ fn strip_candidates(sdp: &str) -> String {
         .collect()
 }
 
+/// The candidate lines of `sdp` that contain `with`.
+fn candidates<'a>(sdp: &'a str, with: &str) -> Vec<&'a str> {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(with))
+        .collect()
+}
+
+/// `sdp` with only the candidates that contain `with`.
+fn keep_candidates(sdp: &str, with: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=candidate:") || l.contains(with))
+        .collect()
+}
+
 /// A trickle fragment with `sdp`'s credentials and candidates (RFC 8840).
 fn fragment_of(sdp: &str) -> String {
     let p = whepcast::whep::sdpfrag::IceParams::from_sdp(sdp);
@@ -466,23 +480,15 @@ async fn public_ip_is_advertised_and_reached_through_a_real_dnat() {
     // The viewer hides its own candidates, so the server cannot reach it first: the only
     // way in is the viewer's check to the public address.
     let (pc, sdp, track_rx) = offer().await;
-    let res = reqwest::Client::new()
-        .post(server.url("/whep"))
-        .header("Content-Type", "application/sdp")
-        .body(strip_candidates(&sdp))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let answer = res.text().await.unwrap();
-    let local: Vec<&str> = answer
-        .lines()
-        .filter(|l| l.starts_with("a=candidate:") && l.contains(" 127.0.0.1 "))
-        .collect();
-    let public: Vec<&str> = answer
-        .lines()
-        .filter(|l| l.starts_with("a=candidate:") && l.contains(" 203.0.113.7 "))
-        .collect();
+    let (status, _, answer) = post(
+        &server.url("/whep"),
+        Some("application/sdp"),
+        strip_candidates(&sdp),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let local = candidates(&answer, " 127.0.0.1 ");
+    let public = candidates(&answer, " 203.0.113.7 ");
     assert_eq!(
         public.len(),
         local.len(),
@@ -493,10 +499,7 @@ async fn public_ip_is_advertised_and_reached_through_a_real_dnat() {
         candidate_ports(&local.join("\n"))
     );
     // Keep only the public candidate, as a viewer on the internet would see it.
-    let only_public: String = answer
-        .split_inclusive('\n')
-        .filter(|l| !(l.starts_with("a=candidate:") && l.contains(" 127.0.0.1 ")))
-        .collect();
+    let only_public = keep_candidates(&answer, " 203.0.113.7 ");
     pc.set_remote_description(RTCSessionDescription::answer(only_public).unwrap())
         .await
         .unwrap();
@@ -604,19 +607,9 @@ async fn the_servers_ice_agent_allocates_a_relay_on_the_turn_server() {
     })
     .await;
     let (pc, sdp, track_rx) = offer().await;
-    let res = reqwest::Client::new()
-        .post(server.url("/whep"))
-        .header("Content-Type", "application/sdp")
-        .body(sdp)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let answer = res.text().await.unwrap();
-    let relay: Vec<&str> = answer
-        .lines()
-        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ relay"))
-        .collect();
+    let (status, _, answer) = post(&server.url("/whep"), Some("application/sdp"), sdp).await;
+    assert_eq!(status, 201, "{answer}");
+    let relay = candidates(&answer, " typ relay");
     assert!(
         !relay.is_empty(),
         "no relay candidate in the answer:\n{answer}"
@@ -627,10 +620,7 @@ async fn the_servers_ice_agent_allocates_a_relay_on_the_turn_server() {
         "relay ports come from coturn's range: {ports:?}"
     );
     // A viewer told only about the relay still gets media (coturn forwards both ways).
-    let only_relay: String = answer
-        .split_inclusive('\n')
-        .filter(|l| !l.starts_with("a=candidate:") || l.contains(" typ relay"))
-        .collect();
+    let only_relay = keep_candidates(&answer, " typ relay");
     pc.set_remote_description(RTCSessionDescription::answer(only_relay).unwrap())
         .await
         .unwrap();
