@@ -288,6 +288,29 @@ impl I420Frame {
         self.data.copy_from_slice(&other.data);
     }
 
+    /// Copies the rectangle at (`x`, `y`) of `w` x `h` pixels (clipped to the frame, chroma
+    /// rounded outwards) from another frame of the same size; does nothing if sizes differ.
+    pub(crate) fn copy_rect_from(&mut self, other: &I420Frame, x: u32, y: u32, w: u32, h: u32) {
+        let size = self.size;
+        let (x1, y1) = ((x + w).min(size.width), (y + h).min(size.height));
+        if other.size != size || x >= x1 || y >= y1 {
+            return;
+        }
+        let (stride, cstride) = (size.width as usize, size.width as usize / 2);
+        let (sy, su, sv) = other.planes();
+        let (dy, du, dv) = self.planes_mut();
+        for row in y as usize..y1 as usize {
+            let span = row * stride + x as usize..row * stride + x1 as usize;
+            dy[span.clone()].copy_from_slice(&sy[span]);
+        }
+        let (cx0, cx1) = (x as usize / 2, (x1 as usize).div_ceil(2));
+        for row in y as usize / 2..(y1 as usize).div_ceil(2) {
+            let span = row * cstride + cx0..row * cstride + cx1;
+            du[span.clone()].copy_from_slice(&su[span.clone()]);
+            dv[span.clone()].copy_from_slice(&sv[span]);
+        }
+    }
+
     /// Copies or converts a picture of this frame's size into it.
     pub fn fill_from(&mut self, pixels: Pixels<'_>) -> Result<(), SourceError> {
         match pixels {

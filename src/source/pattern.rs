@@ -11,8 +11,9 @@
 //! +-------------------------------------------+
 //! ```
 //!
-//! The bars and bands are drawn once into a background frame; each new frame copies it and
-//! draws only what changes, so a 720p frame costs a memcpy and a few thousand pixel writes.
+//! The bars and bands are drawn once into a background frame. A new buffer gets a copy of it;
+//! a buffer drawn before gets back only what the last drawing changed, and then the moving
+//! parts are drawn: a 1080p frame costs about 0.5 MB of writes, not 3 MB.
 
 use super::{ByteOrder, Fill, FrameInfo, I420Frame, Source, SourceError};
 use crate::config::Size;
@@ -109,26 +110,39 @@ impl Pattern {
 }
 
 impl Pattern {
-    /// Resets `frame` to the background. The bars never change, so when the frame still holds
-    /// them (it is the buffer we drew last time: its first row matches) only the lower half is
-    /// copied — half the memory traffic per frame.
+    /// Brings `frame` back to the background wherever this frame's drawing will not cover.
+    ///
+    /// A buffer that already holds one of our pictures (its first row has the bars: it is a
+    /// buffer we drew before) differs from the background only where the drawing changes
+    /// every frame: the motion band, the text block and the barcode. Cells and barcode are
+    /// redrawn over their whole area anyway, so only the text block and the strips of the band
+    /// the cells do not cover (where the box may have been) are copied back: about 15 % of a
+    /// frame's bytes instead of all of it. The drawing thread's memory traffic is what slows
+    /// the encoder on the other core, so this is worth the bookkeeping.
     fn restore_background(&self, frame: &mut I420Frame) {
         let w = self.size.width as usize;
-        let (fy, _, _) = frame.planes();
-        let (by, _, _) = self.background.planes();
-        if fy[..w] != by[..w] {
+        if frame.planes().0[..w] != self.background.planes().0[..w] {
             frame.copy_from(&self.background);
             return;
         }
-        let top = self.layout.band_top as usize & !1;
-        let (by, bu, bv) = self.background.planes();
-        let (fy, fu, fv) = frame.planes_mut();
-        fy[top * w..].copy_from_slice(&by[top * w..]);
-        let c = top / 2 * (w / 2);
-        fu[c..].copy_from_slice(&bu[c..]);
-        fv[c..].copy_from_slice(&bv[c..]);
+        let l = self.layout;
+        let width = self.size.width;
+        let cells_bottom = l.band_top + (l.band_bottom - l.band_top) / CELL * CELL;
+        let cells_right = width / CELL * CELL;
+        let band = l.band_bottom - l.band_top;
+        let (text_w, text_h) = (TEXT_COLUMNS * 8 * l.text_scale, 18 * l.text_scale);
+        for (x, y, w, h) in [
+            (0, cells_bottom, width, l.band_bottom - cells_bottom),
+            (cells_right, l.band_top, width - cells_right, band),
+            (l.text_left, l.text_top, text_w, text_h),
+        ] {
+            frame.copy_rect_from(&self.background, x, y, w, h);
+        }
     }
 }
+
+/// Glyphs in the longest text line ("17:31:57.123 UTC"): the text block's width.
+const TEXT_COLUMNS: u32 = 16;
 
 impl Source for Pattern {
     fn size(&self) -> Size {
@@ -396,17 +410,24 @@ mod tests {
         assert_eq!(ms, (1_764_000_000_123u64 + 42) & 0xFF_FFFF_FFFF);
     }
 
+    /// Buffers go round (two in the pipeline) and each is only partly redrawn: every frame
+    /// must still equal the same frame drawn into a fresh buffer, at every size's layout.
     #[test]
-    fn redrawing_into_the_same_buffer_equals_drawing_into_a_fresh_one() {
-        let size = Size::new(640, 360).unwrap();
-        let mut p = Pattern::new(size);
-        let mut reused = I420Frame::new(size);
-        for n in 0..3 {
-            p.fill(&mut reused, info(n)).unwrap();
+    fn redrawing_reused_buffers_equals_drawing_into_a_fresh_one() {
+        for size in ["640x360", "1280x720", "1920x1080", "176x144", "320x200", "1000x562"] {
+            let size: Size = size.parse().unwrap();
+            let mut p = Pattern::new(size);
+            let mut reused = [I420Frame::new(size), I420Frame::new(size)];
+            let mut fresh = I420Frame::new(size);
+            // Enough frames for the box to cross the band and come back at 176x144.
+            for n in 0..180 {
+                let buffer = &mut reused[n as usize % 2];
+                p.fill(buffer, info(n * 37)).unwrap();
+                fresh.copy_from(&I420Frame::new(size));
+                p.fill(&mut fresh, info(n * 37)).unwrap();
+                assert!(buffer.as_bytes() == fresh.as_bytes(), "{size} frame {n}");
+            }
         }
-        let mut fresh = I420Frame::new(size);
-        p.fill(&mut fresh, info(2)).unwrap();
-        assert!(reused.as_bytes() == fresh.as_bytes());
     }
 
     #[test]
