@@ -5,6 +5,7 @@
 //! H.264 encoder eats; sources that start from RGB convert with the `yuv` crate's SIMD
 //! routines ([`I420Frame::fill_from_rgba`]).
 
+mod damage;
 pub mod file;
 pub mod image;
 pub mod pattern;
@@ -371,6 +372,38 @@ impl I420Frame {
         stride: usize,
         order: ByteOrder,
     ) -> Result<(), SourceError> {
+        self.check_rgba(pixels, stride)?;
+        self.convert_rgba(pixels, stride, order, Rect::whole(self.size))
+    }
+
+    /// Like [`I420Frame::fill_from_rgba`] (same picture, same checks), but converts only
+    /// `rect`, grown to even edges (4:2:0 chroma covers 2x2 pixels) and clipped to the frame;
+    /// the rest of the frame keeps what it had. Capture uses it to convert only what changed.
+    pub fn fill_rect_from_rgba(
+        &mut self,
+        pixels: &[u8],
+        stride: usize,
+        order: ByteOrder,
+        rect: Rect,
+    ) -> Result<(), SourceError> {
+        self.check_rgba(pixels, stride)?;
+        let Size { width, height } = self.size;
+        let (x0, y0) = (rect.x.min(width) & !1, rect.y.min(height) & !1);
+        let x1 = (rect.x.saturating_add(rect.width).min(width) + 1) & !1;
+        let y1 = (rect.y.saturating_add(rect.height).min(height) + 1) & !1;
+        if x0 >= x1 || y0 >= y1 {
+            return Ok(());
+        }
+        let even = Rect {
+            x: x0,
+            y: y0,
+            width: x1 - x0,
+            height: y1 - y0,
+        };
+        self.convert_rgba(pixels, stride, order, even)
+    }
+
+    fn check_rgba(&self, pixels: &[u8], stride: usize) -> Result<(), SourceError> {
         let Size { width, height } = self.size;
         let need = stride * (height as usize - 1) + width as usize * 4;
         if stride < width as usize * 4 || pixels.len() < need {
@@ -381,16 +414,30 @@ impl I420Frame {
                 stride,
             });
         }
-        let (y, u, v) = self.planes_mut();
+        Ok(())
+    }
+
+    /// Converts `rect` (even edges, inside the frame, checked by the callers) of the picture.
+    fn convert_rgba(
+        &mut self,
+        pixels: &[u8],
+        stride: usize,
+        order: ByteOrder,
+        rect: Rect,
+    ) -> Result<(), SourceError> {
+        let w = self.size.width as usize;
+        let (x, y) = (rect.x as usize, rect.y as usize);
+        let (yp, up, vp) = self.planes_mut();
+        let chroma = y / 2 * (w / 2) + x / 2;
         let mut image = yuv::YuvPlanarImageMut {
-            y_plane: yuv::BufferStoreMut::Borrowed(y),
-            y_stride: width,
-            u_plane: yuv::BufferStoreMut::Borrowed(u),
-            u_stride: width / 2,
-            v_plane: yuv::BufferStoreMut::Borrowed(v),
-            v_stride: width / 2,
-            width,
-            height,
+            y_plane: yuv::BufferStoreMut::Borrowed(&mut yp[y * w + x..]),
+            y_stride: w as u32,
+            u_plane: yuv::BufferStoreMut::Borrowed(&mut up[chroma..]),
+            u_stride: w as u32 / 2,
+            v_plane: yuv::BufferStoreMut::Borrowed(&mut vp[chroma..]),
+            v_stride: w as u32 / 2,
+            width: rect.width,
+            height: rect.height,
         };
         let convert = match order {
             ByteOrder::Rgba => yuv::rgba_to_yuv420,
@@ -398,13 +445,47 @@ impl I420Frame {
         };
         convert(
             &mut image,
-            pixels,
+            &pixels[y * stride + x * 4..],
             stride as u32,
             yuv::YuvRange::Limited,
             yuv::YuvStandardMatrix::Bt601,
             yuv::YuvConversionMode::Balanced,
         )
         .map_err(|e| SourceError::Convert(e.to_string()))
+    }
+}
+
+/// A rectangle of a picture, in pixels from its top left corner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Rect {
+    /// All of a picture of `size`.
+    pub fn whole(size: Size) -> Self {
+        Self {
+            x: 0,
+            y: 0,
+            width: size.width,
+            height: size.height,
+        }
+    }
+
+    /// The smallest rectangle holding both.
+    pub fn union(self, other: Rect) -> Rect {
+        let (x0, y0) = (self.x.min(other.x), self.y.min(other.y));
+        let x1 = (self.x + self.width).max(other.x + other.width);
+        let y1 = (self.y + self.height).max(other.y + other.height);
+        Rect {
+            x: x0,
+            y: y0,
+            width: x1 - x0,
+            height: y1 - y0,
+        }
     }
 }
 
@@ -431,5 +512,58 @@ impl openh264::formats::YUVSource for I420Frame {
     }
     fn v(&self) -> &[u8] {
         self.planes().2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A picture where every pixel differs from its neighbours.
+    fn noise(size: Size, seed: u32) -> Vec<u8> {
+        (0..size.area() as u32 * 4)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn converting_a_rect_changes_exactly_that_rect_grown_to_even_edges() {
+        let size = Size::new(64, 48).unwrap();
+        let (old, new) = (noise(size, 1), noise(size, 2));
+        let mut partial = I420Frame::new(size);
+        partial.fill_from_rgba(&old, 64 * 4, ByteOrder::Bgra).unwrap();
+        let before = partial.clone();
+        let mut whole = I420Frame::new(size);
+        whole.fill_from_rgba(&new, 64 * 4, ByteOrder::Bgra).unwrap();
+        // Odd edges: x 5..18, y 7..30 grow to x 4..18, y 6..30.
+        let rect = Rect { x: 5, y: 7, width: 13, height: 23 };
+        partial
+            .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, rect)
+            .unwrap();
+        let (py, pu, _) = partial.planes();
+        let (wy, wu, _) = whole.planes();
+        let (by, bu, _) = before.planes();
+        for row in 0..48 {
+            for col in 0..64 {
+                let inside = (4..18).contains(&col) && (6..30).contains(&row);
+                let want = if inside { wy } else { by }[row * 64 + col];
+                assert_eq!(py[row * 64 + col], want, "Y at {col},{row}");
+            }
+        }
+        for row in 0..24 {
+            for col in 0..32 {
+                let inside = (2..9).contains(&col) && (3..15).contains(&row);
+                let want = if inside { wu } else { bu }[row * 32 + col];
+                assert_eq!(pu[row * 32 + col], want, "U at {col},{row}");
+            }
+        }
+        // A rect past the edges is clipped, an empty one changes nothing.
+        let far = Rect { x: 60, y: 44, width: 100, height: 100 };
+        partial.fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, far).unwrap();
+        assert_eq!(partial.planes().0[47 * 64 + 63], wy[47 * 64 + 63]);
+        let snapshot = partial.clone();
+        let empty = Rect { x: 64, y: 0, width: 8, height: 8 };
+        partial.fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, empty).unwrap();
+        assert!(partial.as_bytes() == snapshot.as_bytes());
     }
 }

@@ -2,21 +2,40 @@
 //! stream's frame rate, on the pipeline thread (X handles are not `Send`, and capture never
 //! touches the async runtime).
 //!
+//! Only what changed is converted: the X server's DAMAGE extension says which rectangles were
+//! drawn since the last frame ([`super::damage`]), and a screen where nothing changed answers
+//! [`Fill::Unchanged`] without a grab, so an idle desktop costs next to nothing. (Without
+//! DAMAGE every frame is converted whole.)
+//!
 //! Once a second it looks at the display afresh: if the screen was resized, capture restarts
 //! at the new size (the pipeline then restarts the encoder, and viewers get an IDR of the new
 //! size); if the X server went away, viewers see a "source lost" picture until it comes back,
 //! and capture resumes by itself.
 
+use super::damage::Damage;
 use super::pattern::{draw_text, fill_rect};
-use super::{ByteOrder, Fill, FrameInfo, I420Frame, Source, SourceError};
+use super::{ByteOrder, Fill, FrameInfo, I420Frame, Rect, Source, SourceError};
 use crate::config::Size;
+use scrap::x11;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Screen {
     index: Option<usize>,
-    capturer: Option<scrap::Capturer>,
+    capturer: Option<x11::Capturer>,
+    /// What changed on the display; `None` when the server cannot say (convert everything).
+    damage: Option<Damage>,
+    /// Changed rectangles reported before the last grab, and since. `scrap` keeps one grab
+    /// request in flight and returns the previous request's picture; XCB sends that request
+    /// only when the next call waits for its reply, so in practice the picture is taken by the
+    /// call that returns it, but nothing promises that: each grab converts the changes
+    /// reported before the previous grab too, so a change is never left out.
+    before: Vec<Rect>,
+    since: Vec<Rect>,
+    /// Grabs still to convert whole (a new capture: the canvas holds nothing of it yet).
+    whole: u8,
     /// Size of the display being captured (before cropping to even).
     raw: (usize, usize),
     size: Size,
@@ -24,18 +43,27 @@ pub struct Screen {
     lost_drawn: bool,
 }
 
-/// The display to capture: the primary one, or the `n`-th.
-fn display(index: Option<usize>) -> Result<scrap::Display, SourceError> {
-    let no_x = |e: std::io::Error| {
+/// The display to capture: the primary one, or the `n`-th (`scrap`'s `x11` layer, which also
+/// tells where the monitor sits on the root window, for damage tracking).
+fn display(index: Option<usize>) -> Result<x11::Display, SourceError> {
+    let no_x = |e: x11::Error| {
         SourceError::Screen(format!(
-            "cannot open the X display {} ({e}); set DISPLAY, e.g. DISPLAY=:0",
+            "cannot open the X display {} ({e:?}); set DISPLAY, e.g. DISPLAY=:0",
             std::env::var("DISPLAY").unwrap_or_else(|_| "(DISPLAY is not set)".into())
         ))
     };
-    match index {
-        None => scrap::Display::primary().map_err(no_x),
+    let mut all = x11::Server::displays(Rc::new(x11::Server::default().map_err(no_x)?));
+    let found = match index {
+        None => {
+            let first = all.next();
+            if first.as_ref().is_some_and(|d| !d.is_default()) {
+                all.find(|d| d.is_default()).or(first)
+            } else {
+                first
+            }
+        }
         Some(n) => {
-            let mut all = scrap::Display::all().map_err(no_x)?;
+            let mut all: Vec<_> = all.collect();
             let count = all.len();
             if n >= count {
                 return Err(SourceError::Screen(format!(
@@ -43,9 +71,23 @@ fn display(index: Option<usize>) -> Result<scrap::Display, SourceError> {
                     count.saturating_sub(1)
                 )));
             }
-            Ok(all.swap_remove(n))
+            Some(all.swap_remove(n))
         }
-    }
+    };
+    found.ok_or_else(|| SourceError::Screen("the X server has no monitor to capture".into()))
+}
+
+/// The display's size in pixels.
+fn raw_size(d: &x11::Display) -> (usize, usize) {
+    (d.rect().w.into(), d.rect().h.into())
+}
+
+/// Damage tracking for the monitor `d`, or `None` (logged) when the server has none.
+fn watch(d: &x11::Display) -> Option<Damage> {
+    let r = d.rect();
+    Damage::watch(d.root(), r.x, r.y, r.w, r.h)
+        .inspect_err(|e| tracing::warn!("screen: converting every frame whole: {e}"))
+        .ok()
 }
 
 fn even_size(w: usize, h: usize) -> Result<Size, SourceError> {
@@ -55,12 +97,17 @@ fn even_size(w: usize, h: usize) -> Result<Size, SourceError> {
 impl Screen {
     pub fn open(index: Option<usize>) -> Result<Self, SourceError> {
         let d = display(index)?;
-        let raw = (d.width(), d.height());
+        let raw = raw_size(&d);
         let size = even_size(raw.0, raw.1)?;
-        let capturer = scrap::Capturer::new(d).map_err(|e| SourceError::Screen(e.to_string()))?;
+        let damage = watch(&d);
+        let capturer = x11::Capturer::new(d).map_err(|e| SourceError::Screen(e.to_string()))?;
         Ok(Self {
             index,
             capturer: Some(capturer),
+            damage,
+            before: Vec::new(),
+            since: Vec::new(),
+            whole: 2,
             raw,
             size,
             last_probe: Instant::now(),
@@ -79,7 +126,7 @@ impl Screen {
                 }
             }
             Ok(d) => {
-                let raw = (d.width(), d.height());
+                let raw = raw_size(&d);
                 if self.capturer.is_some() && raw == self.raw {
                     return;
                 }
@@ -87,10 +134,13 @@ impl Screen {
                     return;
                 };
                 self.capturer = None; // release the old shared memory first
-                match scrap::Capturer::new(d) {
+                let damage = watch(&d);
+                match x11::Capturer::new(d) {
                     Ok(c) => {
                         tracing::info!("screen capture at {}x{}", raw.0, raw.1);
                         self.capturer = Some(c);
+                        self.damage = damage;
+                        self.whole = 2;
                         self.raw = raw;
                         self.size = size;
                     }
@@ -120,10 +170,33 @@ impl Source for Screen {
                 return Ok(Fill::Unchanged);
             }
         }
+        if frame.size() != self.size {
+            self.whole = 2;
+        }
         match &mut self.capturer {
             Some(c) => {
-                let bgra = c.frame().map_err(|e| SourceError::Screen(e.to_string()))?;
-                frame.fill_from_rgba(&bgra, self.raw.0 * 4, ByteOrder::Bgra)?;
+                self.since.clear();
+                if let Some(damage) = &mut self.damage {
+                    if let Err(e) = damage.take(&mut self.since) {
+                        tracing::warn!("screen: converting every frame whole: {e}");
+                        self.damage = None;
+                    }
+                }
+                let whole = self.whole > 0 || self.damage.is_none();
+                if !whole && self.before.is_empty() && self.since.is_empty() {
+                    return Ok(Fill::Unchanged);
+                }
+                let bgra = c.frame();
+                let stride = self.raw.0 * 4;
+                if whole {
+                    frame.fill_from_rgba(bgra, stride, ByteOrder::Bgra)?;
+                    self.whole = self.whole.saturating_sub(1);
+                } else {
+                    for &rect in self.before.iter().chain(&self.since) {
+                        frame.fill_rect_from_rgba(bgra, stride, ByteOrder::Bgra, rect)?;
+                    }
+                }
+                std::mem::swap(&mut self.before, &mut self.since);
                 Ok(Fill::New)
             }
             None if self.lost_drawn => Ok(Fill::Unchanged),

@@ -141,6 +141,82 @@ async fn screen_capture_follows_the_display_through_changes_loss_and_a_new_size(
     stop(server);
 }
 
+/// Fills a rectangle of the root window with an 0xRRGGBB colour, as any X client drawing
+/// would; returns once the server has done it.
+fn draw_on_root(display: &str, x: i16, y: i16, width: u16, height: u16, rgb: u32) {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ConnectionExt as _, CreateGCAux, Rectangle};
+    let (conn, screen) = x11rb::connect(Some(display)).expect("connect to Xvfb");
+    let root = conn.setup().roots[screen].root;
+    let gc = conn.generate_id().unwrap();
+    conn.create_gc(gc, root, &CreateGCAux::new().foreground(rgb))
+        .unwrap();
+    let rect = Rectangle { x, y, width, height };
+    conn.poly_fill_rectangle(root, gc, &[rect]).unwrap();
+    conn.get_input_focus().unwrap().reply().expect("X server answers");
+}
+
+async fn frames_in(base: &str) -> u64 {
+    let body = reqwest::get(format!("{base}/api/streams"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["streams"][0]["frames_in"].as_u64().unwrap()
+}
+
+/// Capture follows the X server's damage reports: a still screen is not grabbed at all, and
+/// when a client draws, what it drew reaches the viewer with the rest of the picture intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
+    let x = Xvfb::start(40 + (std::process::id() + 25) % 50, 640, 480);
+    x.fill("#ff0000");
+    let (server, base) = spawn_serve(
+        &["--source", "screen", "--fps", "30"],
+        &[("DISPLAY", &x.display)],
+        Stdio::null(),
+    );
+    let mut viewer = Viewer::connect(&format!("{base}/whep")).await;
+    viewer
+        .wait_for("the red screen", |d| {
+            d.last
+                .as_ref()
+                .is_some_and(|p| close(p.mean(300, 220, 40, 40), yuv_of(RED), 12.0))
+        })
+        .await;
+
+    // Nothing is drawn for 1.5 s: at 30 fps that was 45 grabs; now none (the first two
+    // after the start are whole grabs, taken before this window).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = frames_in(&base).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = frames_in(&base).await - before;
+    assert!(still <= 2, "{still} frames grabbed from a screen nobody drew on");
+
+    // A client draws a blue rectangle: it shows, and the red around it stays.
+    draw_on_root(&x.display, 100, 80, 200, 150, 0x0000ff);
+    let d = viewer
+        .wait_for("the blue rectangle", |d| {
+            let p = d.last.as_ref().unwrap();
+            close(p.mean(180, 135, 40, 40), yuv_of(BLUE), 12.0)
+        })
+        .await;
+    let p = d.last.as_ref().unwrap();
+    for (cx, cy) in [(50, 50), (500, 300), (200, 400), (350, 150)] {
+        assert!(
+            close(p.mean(cx - 10, cy - 10, 20, 20), yuv_of(RED), 12.0),
+            "red kept at {cx},{cy}: {:?}",
+            p.mean(cx - 10, cy - 10, 20, 20)
+        );
+    }
+    let drawn = frames_in(&base).await - before - still;
+    assert!((1..=4).contains(&drawn), "{drawn} grabs for one drawing");
+    viewer.close().await;
+    stop(server);
+}
+
 /// A smooth synthetic picture: gradients and a few flat shapes.
 fn write_test_image(path: &Path, w: u32, h: u32) -> image::RgbaImage {
     let img = image::RgbaImage::from_fn(w, h, |x, y| {
