@@ -198,6 +198,12 @@ pub trait Source {
     fn problem(&self) -> Option<String> {
         None
     }
+    /// After a [`Fill::New`]: the rectangles where the new picture may differ from the one
+    /// before, or `None` when the source cannot say (then all of it may). The pipeline copies
+    /// only these into the encoder's buffers.
+    fn changed(&self) -> Option<&[Rect]> {
+        None
+    }
     /// Draws the next picture into `frame`, which has [`Source::size`] and holds whatever this
     /// source drew into it last time (or black).
     fn fill(&mut self, frame: &mut I420Frame, info: FrameInfo) -> Result<Fill, SourceError>;
@@ -247,6 +253,8 @@ pub enum Pixels<'a> {
 pub struct I420Frame {
     size: Size,
     data: Vec<u8>,
+    /// Which canvas picture this buffer holds a copy of (`broadcast::Canvas`); 0: unknown.
+    pub(crate) holds: u64,
 }
 
 impl I420Frame {
@@ -256,7 +264,11 @@ impl I420Frame {
         let mut data = vec![0u8; luma + luma / 2];
         data[..luma].fill(16);
         data[luma..].fill(128);
-        Self { size, data }
+        Self {
+            size,
+            data,
+            holds: 0,
+        }
     }
 
     pub fn size(&self) -> Size {

@@ -34,6 +34,9 @@ pub struct Screen {
     /// reported before the previous grab too, so a change is never left out.
     before: Vec<Rect>,
     since: Vec<Rect>,
+    /// What the last grab converted, when not all of it ([`Source::changed`]).
+    converted: Vec<Rect>,
+    partial: bool,
     /// Grabs still to convert whole (a new capture: the canvas holds nothing of it yet).
     whole: u8,
     /// Size of the display being captured (before cropping to even).
@@ -107,6 +110,8 @@ impl Screen {
             damage,
             before: Vec::new(),
             since: Vec::new(),
+            converted: Vec::new(),
+            partial: false,
             whole: 2,
             raw,
             size,
@@ -162,6 +167,10 @@ impl Source for Screen {
             .then(|| "the X display is gone; viewers see 'source lost'".to_string())
     }
 
+    fn changed(&self) -> Option<&[Rect]> {
+        self.partial.then_some(&self.converted[..])
+    }
+
     fn fill(&mut self, frame: &mut I420Frame, _info: FrameInfo) -> Result<Fill, SourceError> {
         if self.last_probe.elapsed() >= PROBE_EVERY {
             self.probe();
@@ -188,13 +197,17 @@ impl Source for Screen {
                 }
                 let bgra = c.frame();
                 let stride = self.raw.0 * 4;
+                self.partial = false;
                 if whole {
                     frame.fill_from_rgba(bgra, stride, ByteOrder::Bgra)?;
                     self.whole = self.whole.saturating_sub(1);
                 } else {
-                    for &rect in self.before.iter().chain(&self.since) {
+                    self.converted.clear();
+                    self.converted.extend(self.before.iter().chain(&self.since));
+                    for &rect in &self.converted {
                         frame.fill_rect_from_rgba(bgra, stride, ByteOrder::Bgra, rect)?;
                     }
+                    self.partial = true;
                 }
                 std::mem::swap(&mut self.before, &mut self.since);
                 Ok(Fill::New)
@@ -204,6 +217,7 @@ impl Source for Screen {
                 // Keep the viewers' picture meaningful while the display is gone.
                 let Size { width, height } = frame.size();
                 fill_rect(frame, 0, 0, width, height, [60, 128, 128]);
+                self.partial = false;
                 let scale = (height / 120).max(1);
                 draw_text(
                     frame,
