@@ -14,10 +14,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use whepcast::broadcast::Canvas;
 use whepcast::broadcast::Packetizer;
 use whepcast::config::{Bitrate, EncodeSettings, Size};
 use whepcast::encode::{Encoder, Worker};
-use whepcast::source::{ByteOrder, FrameInfo, I420Frame, Pattern, Source};
+use whepcast::source::{
+    ByteOrder, FrameInfo, I420Frame, OpenOptions, Pattern, Rect, Source, SourceSpec,
+};
 
 fn info(number: u64) -> FrameInfo {
     FrameInfo {
@@ -71,9 +74,48 @@ impl Desktop {
         }
     }
 
-    fn fill(&mut self, frame: &mut I420Frame, n: u64) {
+    /// The typed line's area.
+    fn typed_line(&self) -> Rect {
+        Rect {
+            x: 40,
+            y: self.size.height - 30,
+            width: self.size.width - 40,
+            height: 8,
+        }
+    }
+
+    /// The pointer's area in picture `n`.
+    fn pointer(&self, n: u64) -> Rect {
         let w = self.size.width as usize;
-        self.rgba.copy_from_slice(&self.base);
+        Rect {
+            x: ((n as usize * 7) % (w - 20)) as u32,
+            y: ((n as usize * 3) % (self.size.height as usize - 20)) as u32,
+            width: 9,
+            height: 16,
+        }
+    }
+
+    /// Draws picture `n` over picture `n - 1` the way an application does: restores and
+    /// redraws only the typed line and the pointer, and says which areas it touched.
+    fn update(&mut self, n: u64, changed: &mut Vec<Rect>) {
+        changed.clear();
+        changed.extend([
+            self.typed_line(),
+            self.pointer(n.saturating_sub(1)),
+            self.pointer(n),
+        ]);
+        let w = self.size.width as usize;
+        for r in &changed[..2] {
+            for y in r.y as usize..(r.y + r.height) as usize {
+                let span = (y * w + r.x as usize) * 4..(y * w + (r.x + r.width) as usize) * 4;
+                self.rgba[span.clone()].copy_from_slice(&self.base[span]);
+            }
+        }
+        self.draw_moving_parts(n);
+    }
+
+    fn draw_moving_parts(&mut self, n: u64) {
+        let w = self.size.width as usize;
         // A typed line and a moving pointer.
         let typed = "typing into the terminal, one character per frame ...".repeat(4);
         let len = (n as usize / 2) % typed.len();
@@ -84,19 +126,117 @@ impl Desktop {
             self.size.height as usize - 30,
             &typed[..len],
         );
-        let (px, py) = (
-            (n as usize * 7) % (w - 20),
-            (n as usize * 3) % (self.size.height as usize - 20),
-        );
+        let p = self.pointer(n);
+        let (px, py) = (p.x as usize, p.y as usize);
         for y in 0..16 {
             for x in 0..=y / 2 {
                 let i = ((py + y) * w + px + x) * 4;
                 self.rgba[i..i + 3].copy_from_slice(&[0, 0, 0]);
             }
         }
+    }
+
+    fn fill(&mut self, frame: &mut I420Frame, n: u64) {
+        let w = self.size.width as usize;
+        self.rgba.copy_from_slice(&self.base);
+        self.draw_moving_parts(n);
         frame
             .fill_from_rgba(&self.rgba, w * 4, ByteOrder::Rgba)
             .unwrap();
+    }
+}
+
+/// The desktop picture on an X screen (the Xvfb `scripts/bench.sh encoder` starts, one
+/// screen per size), changed each frame the way an application changes it (the typed line and
+/// the pointer, drawn with PutImage), and captured by whepcast's own `screen` source, which
+/// asks the X server what changed: the cost of sharing a desktop where someone types.
+struct ScreenDesktop {
+    desktop: Desktop,
+    conn: x11rb::rust_connection::RustConnection,
+    root: u32,
+    gc: u32,
+    source: Box<dyn Source>,
+    changed: Vec<Rect>,
+    bgrx: Vec<u8>,
+}
+
+impl ScreenDesktop {
+    /// On the X screen of `size` in `DISPLAY`, if there is one.
+    fn open(size: Size) -> Option<Self> {
+        use x11rb::connection::Connection;
+        use x11rb::protocol::xproto::{ConnectionExt as _, CreateGCAux};
+        let (conn, _) = x11rb::connect(None).ok()?;
+        let index = conn.setup().roots.iter().position(|r| {
+            (r.width_in_pixels, r.height_in_pixels) == (size.width as u16, size.height as u16)
+        })?;
+        let root = conn.setup().roots[index].root;
+        let gc = conn.generate_id().ok()?;
+        conn.create_gc(gc, root, &CreateGCAux::new()).ok()?;
+        let source =
+            whepcast::source::open(&SourceSpec::Screen(Some(index)), OpenOptions::default())
+                .ok()?;
+        let mut me = Self {
+            desktop: Desktop::new(size),
+            conn,
+            root,
+            gc,
+            source,
+            changed: Vec::new(),
+            bgrx: Vec::new(),
+        };
+        me.put(Rect::whole(size));
+        Some(me)
+    }
+
+    /// Shows `r` of the desktop picture on the screen, and waits until the server did it.
+    fn put(&mut self, r: Rect) {
+        use x11rb::connection::RequestConnection;
+        use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat};
+        let w = self.desktop.size.width as usize;
+        let rows_per_request = (self.conn.maximum_request_bytes() - 64) / (r.width as usize * 4);
+        for y0 in (r.y..r.y + r.height).step_by(rows_per_request.max(1)) {
+            let rows = (r.y + r.height - y0).min(rows_per_request as u32);
+            self.bgrx.clear();
+            for y in y0..y0 + rows {
+                let line = &self.desktop.rgba[(y as usize * w + r.x as usize) * 4..]
+                    [..r.width as usize * 4];
+                self.bgrx
+                    .extend(line.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], 0]));
+            }
+            self.conn
+                .put_image(
+                    ImageFormat::Z_PIXMAP,
+                    self.root,
+                    self.gc,
+                    r.width as u16,
+                    rows as u16,
+                    r.x as i16,
+                    y0 as i16,
+                    0,
+                    24,
+                    &self.bgrx,
+                )
+                .unwrap();
+        }
+        self.conn.get_input_focus().unwrap().reply().unwrap();
+    }
+}
+
+impl Content for ScreenDesktop {
+    fn draw(&mut self, frame: &mut I420Frame, n: u64) {
+        let mut changed = std::mem::take(&mut self.changed);
+        self.desktop.update(n, &mut changed);
+        for &r in &changed {
+            self.put(r);
+        }
+        self.changed = changed;
+        self.source.fill(frame, info(n)).unwrap();
+    }
+    fn fills_any_frame(&self) -> bool {
+        false
+    }
+    fn changed(&self) -> Option<&[Rect]> {
+        self.source.changed()
     }
 }
 
@@ -126,6 +266,10 @@ trait Content {
     fn draw(&mut self, frame: &mut I420Frame, n: u64);
     /// Draws a whole picture into any frame (`Source::fills_any_frame`).
     fn fills_any_frame(&self) -> bool;
+    /// What the last picture changed (`Source::changed`).
+    fn changed(&self) -> Option<&[Rect]> {
+        None
+    }
 }
 
 impl Content for Pattern {
@@ -168,11 +312,12 @@ fn bench(size: Size, frames: u64, content: &dyn Fn() -> Box<dyn Content>) -> Fig
         keyint: 2.0,
     };
     let mut source = content();
+    // Into one frame, as the pipeline does (the screen converts only what changed).
+    let mut picture = I420Frame::new(size);
     let pre: Vec<I420Frame> = (0..frames)
         .map(|n| {
-            let mut f = I420Frame::new(size);
-            source.draw(&mut f, n);
-            f
+            source.draw(&mut picture, n);
+            picture.clone()
         })
         .collect();
 
@@ -203,7 +348,7 @@ fn bench(size: Size, frames: u64, content: &dyn Fn() -> Box<dyn Content>) -> Fig
         })
         .unwrap();
         let mut source = content();
-        let mut canvas = I420Frame::new(size);
+        let mut canvas = Canvas::new(size);
         let t = Instant::now();
         let direct = source.fills_any_frame();
         for n in 0..frames {
@@ -211,8 +356,9 @@ fn bench(size: Size, frames: u64, content: &dyn Fn() -> Box<dyn Content>) -> Fig
             if direct {
                 source.draw(&mut buffer, n);
             } else {
-                source.draw(&mut canvas, n);
-                buffer.copy_from(&canvas);
+                source.draw(canvas.frame_mut(size), n);
+                canvas.drew(source.changed());
+                canvas.stage(&mut buffer);
             }
             worker.submit(buffer, n);
         }
@@ -255,10 +401,18 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for (size, frames) in [("1280x720", 300), ("1920x1080", 200)] {
         let size: Size = size.parse().unwrap();
-        let kinds: [(&str, MakeContent); 2] = [
+        let mut kinds: Vec<(&str, MakeContent)> = vec![
             ("pattern", Box::new(move || Box::new(Pattern::new(size)))),
             ("desktop", Box::new(move || Box::new(Desktop::new(size)))),
         ];
+        if ScreenDesktop::open(size).is_some() {
+            kinds.push((
+                "desktop on screen",
+                Box::new(move || Box::new(ScreenDesktop::open(size).unwrap())),
+            ));
+        } else {
+            eprintln!("no {size} X screen in DISPLAY: skipping the screen capture row");
+        }
         for (name, make) in kinds {
             let f = bench(size, frames, &*make);
             println!(

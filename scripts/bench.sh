@@ -12,7 +12,12 @@ cargo bench --locked --no-run
 netns() { if [ "$(id -u)" -eq 0 ]; then unshare -n sh -c "ip link set lo up && $*"; else sh -c "$*"; fi; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 case $what in
-  encoder) cargo bench --locked --bench encoder ;;
+  encoder)
+    # One X screen per size, for the "desktop on screen" rows (captured by the screen source).
+    Xvfb :98 -screen 0 1280x720x24 -screen 1 1920x1080x24 -nolisten tcp -noreset >/dev/null 2>&1 & xvfb=$!
+    sleep 1
+    DISPLAY=:98 cargo bench --locked --bench encoder
+    kill $xvfb ;;
   fanout) netns "cargo bench --locked --offline --bench fanout -- $*" ;;
   ttff) netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs $*" ;;
   churn) netns "cargo bench --locked --offline --bench churn -- $*" ;;

@@ -836,7 +836,12 @@ mod tests {
     }
 
     fn rect(x: u32, y: u32, width: u32, height: u32) -> Rect {
-        Rect { x, y, width, height }
+        Rect {
+            x,
+            y,
+            width,
+            height,
+        }
     }
 
     /// Two buffers go round while a source changes parts of the canvas (and now and then
@@ -875,13 +880,20 @@ mod tests {
         canvas.stage(&mut buffer);
         // Marked where no later picture changes anything.
         paint(&mut buffer, rect(50, 50, 4, 4), 77);
-        for (n, r) in [rect(0, 0, 10, 10), rect(20, 4, 8, 30)].into_iter().enumerate() {
+        for (n, r) in [rect(0, 0, 10, 10), rect(20, 4, 8, 30)]
+            .into_iter()
+            .enumerate()
+        {
             paint(canvas.frame_mut(size), r, 200 - n as u8);
             canvas.drew(Some(&[r]));
         }
         canvas.stage(&mut buffer);
         let (y, _, _) = buffer.planes();
-        assert_eq!(y[51 * 64 + 51], 77, "the mark outside the changes is not overwritten");
+        assert_eq!(
+            y[51 * 64 + 51],
+            77,
+            "the mark outside the changes is not overwritten"
+        );
         assert_eq!(y[5 * 64 + 5], 200);
         assert_eq!(y[20 * 64 + 22], 199);
         // Not knowing what changed means copying everything.

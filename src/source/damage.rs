@@ -20,6 +20,7 @@ const MAX_RECTS: usize = 32;
 /// Changes to one monitor's part of a root window.
 pub struct Damage {
     conn: RustConnection,
+    root: u32,
     damage: u32,
     region: u32,
     /// The monitor's rectangle in root coordinates: damage is reported relative to it.
@@ -50,10 +51,26 @@ impl Damage {
         conn.flush().map_err(|e| e.to_string())?;
         Ok(Self {
             conn,
+            root,
             damage,
             region,
             monitor: (x.into(), y.into(), width.into(), height.into()),
         })
+    }
+
+    /// The connection the changes come over (grab them over it too: same ordering).
+    pub fn connection(&self) -> &RustConnection {
+        &self.conn
+    }
+
+    /// The root window watched.
+    pub fn root(&self) -> u32 {
+        self.root
+    }
+
+    /// The monitor's top left corner on the root window.
+    pub fn origin(&self) -> (i16, i16) {
+        (self.monitor.0 as i16, self.monitor.1 as i16)
     }
 
     /// Appends the rectangles (monitor coordinates, clipped to it) that changed since the

@@ -11,6 +11,7 @@ pub mod image;
 pub mod pattern;
 pub mod push;
 pub mod screen;
+mod shm;
 
 use crate::config::Size;
 use std::path::PathBuf;
@@ -399,20 +400,41 @@ impl I420Frame {
         rect: Rect,
     ) -> Result<(), SourceError> {
         self.check_rgba(pixels, stride)?;
-        let Size { width, height } = self.size;
-        let (x0, y0) = (rect.x.min(width) & !1, rect.y.min(height) & !1);
-        let x1 = (rect.x.saturating_add(rect.width).min(width) + 1) & !1;
-        let y1 = (rect.y.saturating_add(rect.height).min(height) + 1) & !1;
-        if x0 >= x1 || y0 >= y1 {
-            return Ok(());
+        match rect.to_even(self.size) {
+            Some(r) => {
+                let start = r.y as usize * stride + r.x as usize * 4;
+                self.convert_rgba(&pixels[start..], stride, order, r)
+            }
+            None => Ok(()),
         }
-        let even = Rect {
-            x: x0,
-            y: y0,
-            width: x1 - x0,
-            height: y1 - y0,
-        };
-        self.convert_rgba(pixels, stride, order, even)
+    }
+
+    /// Converts a picture of just `rect` (`pixels` starts at its top left corner) into that
+    /// rectangle of the frame. `rect` must have even edges and lie inside the frame
+    /// ([`Rect::to_even`] makes it so).
+    pub fn fill_region_from_rgba(
+        &mut self,
+        pixels: &[u8],
+        stride: usize,
+        order: ByteOrder,
+        rect: Rect,
+    ) -> Result<(), SourceError> {
+        if rect.to_even(self.size) != Some(rect) {
+            return Err(SourceError::Convert(format!(
+                "{rect:?} is not an even rectangle inside {}",
+                self.size
+            )));
+        }
+        let need = stride * (rect.height as usize - 1) + rect.width as usize * 4;
+        if stride < rect.width as usize * 4 || pixels.len() < need {
+            return Err(SourceError::BufferTooSmall {
+                got: pixels.len(),
+                need,
+                size: self.size,
+                stride,
+            });
+        }
+        self.convert_rgba(pixels, stride, order, rect)
     }
 
     fn check_rgba(&self, pixels: &[u8], stride: usize) -> Result<(), SourceError> {
@@ -429,7 +451,15 @@ impl I420Frame {
         Ok(())
     }
 
-    /// Converts `rect` (even edges, inside the frame, checked by the callers) of the picture.
+    /// Converts a picture of `rect` (`pixels` at its top left corner; even edges, inside the
+    /// frame: checked by the callers) into that rectangle of the frame.
+    ///
+    /// The `yuv` crate converts as many row pairs as *all* its slices hold in full strides,
+    /// whatever the height says: given a plane that goes on below the rectangle it converts
+    /// those rows too, and given a source whose last row is shorter than a stride it silently
+    /// skips the last two rows. So it only ever gets exactly sized slices: full-width
+    /// rectangles convert in place, others into a small scratch picture copied in row by row,
+    /// and a source short of a full last stride is first copied out tight.
     fn convert_rgba(
         &mut self,
         pixels: &[u8],
@@ -437,34 +467,93 @@ impl I420Frame {
         order: ByteOrder,
         rect: Rect,
     ) -> Result<(), SourceError> {
-        let w = self.size.width as usize;
-        let (x, y) = (rect.x as usize, rect.y as usize);
-        let (yp, up, vp) = self.planes_mut();
-        let chroma = y / 2 * (w / 2) + x / 2;
-        let mut image = yuv::YuvPlanarImageMut {
-            y_plane: yuv::BufferStoreMut::Borrowed(&mut yp[y * w + x..]),
-            y_stride: w as u32,
-            u_plane: yuv::BufferStoreMut::Borrowed(&mut up[chroma..]),
-            u_stride: w as u32 / 2,
-            v_plane: yuv::BufferStoreMut::Borrowed(&mut vp[chroma..]),
-            v_stride: w as u32 / 2,
-            width: rect.width,
-            height: rect.height,
-        };
-        let convert = match order {
-            ByteOrder::Rgba => yuv::rgba_to_yuv420,
-            ByteOrder::Bgra => yuv::bgra_to_yuv420,
-        };
-        convert(
-            &mut image,
-            &pixels[y * stride + x * 4..],
-            stride as u32,
-            yuv::YuvRange::Limited,
-            yuv::YuvStandardMatrix::Bt601,
-            yuv::YuvConversionMode::Balanced,
-        )
-        .map_err(|e| SourceError::Convert(e.to_string()))
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+                std::cell::RefCell::new((Vec::new(), Vec::new()))
+            };
+        }
+        let (w, h) = (rect.width as usize, rect.height as usize);
+        SCRATCH.with(|scratch| {
+            let (tight_rgba, tight_yuv) = &mut *scratch.borrow_mut();
+            let (pixels, stride) = if pixels.len() >= stride * h {
+                (&pixels[..stride * h], stride)
+            } else {
+                tight_rgba.clear();
+                for row in pixels.chunks(stride).take(h) {
+                    tight_rgba.extend_from_slice(&row[..w * 4]);
+                }
+                (&tight_rgba[..], w * 4)
+            };
+            let frame_w = self.size.width as usize;
+            let (x, y) = (rect.x as usize, rect.y as usize);
+            let (yp, up, vp) = self.planes_mut();
+            if w == frame_w {
+                let c = y / 2 * (w / 2);
+                let planes = [
+                    &mut yp[y * w..(y + h) * w],
+                    &mut up[c..c + w / 2 * h / 2],
+                    &mut vp[c..c + w / 2 * h / 2],
+                ];
+                return convert_into(planes, w, pixels, stride, order, rect);
+            }
+            tight_yuv.resize(w * h * 3 / 2, 0);
+            let (ty, tuv) = tight_yuv.split_at_mut(w * h);
+            let (tu, tv) = tuv.split_at_mut(w * h / 4);
+            convert_into(
+                [&mut *ty, &mut *tu, &mut *tv],
+                w,
+                pixels,
+                stride,
+                order,
+                rect,
+            )?;
+            for (row, line) in ty.chunks_exact(w).enumerate() {
+                let at = (y + row) * frame_w + x;
+                yp[at..at + w].copy_from_slice(line);
+            }
+            for (plane, tight) in [(up, &*tu), (vp, &*tv)] {
+                for (row, line) in tight.chunks_exact(w / 2).enumerate() {
+                    let at = (y / 2 + row) * (frame_w / 2) + x / 2;
+                    plane[at..at + w / 2].copy_from_slice(line);
+                }
+            }
+            Ok(())
+        })
     }
+}
+
+/// Converts `pixels` (a `rect`-sized picture) into exactly sized planes of stride `w`.
+fn convert_into(
+    [y, u, v]: [&mut [u8]; 3],
+    w: usize,
+    pixels: &[u8],
+    stride: usize,
+    order: ByteOrder,
+    rect: Rect,
+) -> Result<(), SourceError> {
+    let mut image = yuv::YuvPlanarImageMut {
+        y_plane: yuv::BufferStoreMut::Borrowed(y),
+        y_stride: w as u32,
+        u_plane: yuv::BufferStoreMut::Borrowed(u),
+        u_stride: w as u32 / 2,
+        v_plane: yuv::BufferStoreMut::Borrowed(v),
+        v_stride: w as u32 / 2,
+        width: rect.width,
+        height: rect.height,
+    };
+    let convert = match order {
+        ByteOrder::Rgba => yuv::rgba_to_yuv420,
+        ByteOrder::Bgra => yuv::bgra_to_yuv420,
+    };
+    convert(
+        &mut image,
+        pixels,
+        stride as u32,
+        yuv::YuvRange::Limited,
+        yuv::YuvStandardMatrix::Bt601,
+        yuv::YuvConversionMode::Balanced,
+    )
+    .map_err(|e| SourceError::Convert(e.to_string()))
 }
 
 /// A rectangle of a picture, in pixels from its top left corner.
@@ -485,6 +574,28 @@ impl Rect {
             width: size.width,
             height: size.height,
         }
+    }
+
+    /// This rectangle grown to even edges and clipped to a picture of `size` (even sides), or
+    /// `None` when nothing of it is inside.
+    pub fn to_even(self, size: Size) -> Option<Rect> {
+        let (x0, y0) = (self.x.min(size.width) & !1, self.y.min(size.height) & !1);
+        let x1 = (self.x.saturating_add(self.width).min(size.width) + 1) & !1;
+        let y1 = (self.y.saturating_add(self.height).min(size.height) + 1) & !1;
+        (x0 < x1 && y0 < y1).then_some(Rect {
+            x: x0,
+            y: y0,
+            width: x1 - x0,
+            height: y1 - y0,
+        })
+    }
+
+    /// Whether `other` lies wholly inside this rectangle.
+    pub fn contains(self, other: Rect) -> bool {
+        other.x >= self.x
+            && other.y >= self.y
+            && other.x + other.width <= self.x + self.width
+            && other.y + other.height <= self.y + self.height
     }
 
     /// The smallest rectangle holding both.
@@ -531,10 +642,10 @@ impl openh264::formats::YUVSource for I420Frame {
 mod tests {
     use super::*;
 
-    /// A picture where every pixel differs from its neighbours.
+    /// A picture where every pixel differs from its neighbours, and from other seeds'.
     fn noise(size: Size, seed: u32) -> Vec<u8> {
         (0..size.area() as u32 * 4)
-            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+            .map(|i| ((i ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect()
     }
 
@@ -543,12 +654,19 @@ mod tests {
         let size = Size::new(64, 48).unwrap();
         let (old, new) = (noise(size, 1), noise(size, 2));
         let mut partial = I420Frame::new(size);
-        partial.fill_from_rgba(&old, 64 * 4, ByteOrder::Bgra).unwrap();
+        partial
+            .fill_from_rgba(&old, 64 * 4, ByteOrder::Bgra)
+            .unwrap();
         let before = partial.clone();
         let mut whole = I420Frame::new(size);
         whole.fill_from_rgba(&new, 64 * 4, ByteOrder::Bgra).unwrap();
         // Odd edges: x 5..18, y 7..30 grow to x 4..18, y 6..30.
-        let rect = Rect { x: 5, y: 7, width: 13, height: 23 };
+        let rect = Rect {
+            x: 5,
+            y: 7,
+            width: 13,
+            height: 23,
+        };
         partial
             .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, rect)
             .unwrap();
@@ -570,12 +688,122 @@ mod tests {
             }
         }
         // A rect past the edges is clipped, an empty one changes nothing.
-        let far = Rect { x: 60, y: 44, width: 100, height: 100 };
-        partial.fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, far).unwrap();
+        let far = Rect {
+            x: 60,
+            y: 44,
+            width: 100,
+            height: 100,
+        };
+        partial
+            .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, far)
+            .unwrap();
         assert_eq!(partial.planes().0[47 * 64 + 63], wy[47 * 64 + 63]);
         let snapshot = partial.clone();
-        let empty = Rect { x: 64, y: 0, width: 8, height: 8 };
-        partial.fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, empty).unwrap();
+        let empty = Rect {
+            x: 64,
+            y: 0,
+            width: 8,
+            height: 8,
+        };
+        partial
+            .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, empty)
+            .unwrap();
         assert!(partial.as_bytes() == snapshot.as_bytes());
+    }
+
+    /// Rectangles anywhere (touching each edge, narrow, full width), from the whole picture
+    /// and from a tight copy of just the rectangle (as a shared-memory grab gives), convert
+    /// to exactly what converting the whole picture gives inside, and nothing outside.
+    #[test]
+    fn every_rect_converts_exactly_its_own_pixels() {
+        let size = Size::new(64, 48).unwrap();
+        let (old, new) = (noise(size, 1), noise(size, 2));
+        let mut before = I420Frame::new(size);
+        before
+            .fill_from_rgba(&old, 64 * 4, ByteOrder::Rgba)
+            .unwrap();
+        let mut whole = I420Frame::new(size);
+        whole.fill_from_rgba(&new, 64 * 4, ByteOrder::Rgba).unwrap();
+        assert!(whole.as_bytes() != before.as_bytes());
+        let rects = [
+            Rect {
+                x: 0,
+                y: 2,
+                width: 16,
+                height: 14,
+            },
+            Rect {
+                x: 6,
+                y: 16,
+                width: 10,
+                height: 4,
+            },
+            Rect {
+                x: 0,
+                y: 0,
+                width: 10,
+                height: 4,
+            },
+            Rect {
+                x: 40,
+                y: 30,
+                width: 24,
+                height: 18,
+            },
+            Rect {
+                x: 2,
+                y: 46,
+                width: 2,
+                height: 2,
+            },
+            Rect {
+                x: 0,
+                y: 20,
+                width: 64,
+                height: 6,
+            },
+            Rect {
+                x: 0,
+                y: 40,
+                width: 64,
+                height: 8,
+            },
+        ];
+        for r in rects {
+            let mut tight = Vec::new();
+            for y in r.y..r.y + r.height {
+                tight
+                    .extend_from_slice(&new[(y * 64 + r.x) as usize * 4..][..r.width as usize * 4]);
+            }
+            let mut from_whole = before.clone();
+            from_whole
+                .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Rgba, r)
+                .unwrap();
+            let mut from_tight = before.clone();
+            let stride = r.width as usize * 4;
+            from_tight
+                .fill_region_from_rgba(&tight, stride, ByteOrder::Rgba, r)
+                .unwrap();
+            for (how, got) in [("whole", &from_whole), ("tight", &from_tight)] {
+                for (plane, shift) in [(0, 0), (1, 1), (2, 1)] {
+                    let (pw, ph) = (64 >> shift, 48 >> shift);
+                    let pick = |f: &I420Frame| match plane {
+                        0 => f.planes().0.to_vec(),
+                        1 => f.planes().1.to_vec(),
+                        _ => f.planes().2.to_vec(),
+                    };
+                    let (g, wn, b) = (pick(got), pick(&whole), pick(&before));
+                    for row in 0..ph {
+                        for col in 0..pw {
+                            let inside = (r.x >> shift..(r.x + r.width) >> shift).contains(&col)
+                                && (r.y >> shift..(r.y + r.height) >> shift).contains(&row);
+                            let i = (row * pw + col) as usize;
+                            let want = if inside { wn[i] } else { b[i] };
+                            assert_eq!(g[i], want, "{how} {r:?} plane {plane} at {col},{row}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -414,7 +414,14 @@ mod tests {
     /// must still equal the same frame drawn into a fresh buffer, at every size's layout.
     #[test]
     fn redrawing_reused_buffers_equals_drawing_into_a_fresh_one() {
-        for size in ["640x360", "1280x720", "1920x1080", "176x144", "320x200", "1000x562"] {
+        for size in [
+            "640x360",
+            "1280x720",
+            "1920x1080",
+            "176x144",
+            "320x200",
+            "1000x562",
+        ] {
             let size: Size = size.parse().unwrap();
             let mut p = Pattern::new(size);
             let mut reused = [I420Frame::new(size), I420Frame::new(size)];

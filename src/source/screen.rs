@@ -2,10 +2,12 @@
 //! stream's frame rate, on the pipeline thread (X handles are not `Send`, and capture never
 //! touches the async runtime).
 //!
-//! Only what changed is converted: the X server's DAMAGE extension says which rectangles were
-//! drawn since the last frame ([`super::damage`]), and a screen where nothing changed answers
+//! Only what changed is grabbed and converted: the X server's DAMAGE extension says which
+//! rectangles were drawn since the last frame ([`super::damage`]), the server copies just
+//! those into shared memory ([`super::shm`]), and a screen where nothing changed answers
 //! [`Fill::Unchanged`] without a grab, so an idle desktop costs next to nothing. (Without
-//! DAMAGE every frame is converted whole.)
+//! DAMAGE every frame is grabbed and converted whole, by `scrap`, which also takes the first
+//! pictures.)
 //!
 //! Once a second it looks at the display afresh: if the screen was resized, capture restarts
 //! at the new size (the pipeline then restarts the encoder, and viewers get an IDR of the new
@@ -14,6 +16,7 @@
 
 use super::damage::Damage;
 use super::pattern::{draw_text, fill_rect};
+use super::shm::ShmGrabber;
 use super::{ByteOrder, Fill, FrameInfo, I420Frame, Rect, Source, SourceError};
 use crate::config::Size;
 use scrap::x11;
@@ -27,6 +30,13 @@ pub struct Screen {
     capturer: Option<x11::Capturer>,
     /// What changed on the display; `None` when the server cannot say (convert everything).
     damage: Option<Damage>,
+    /// Grabs just the changed rectangles; `None` without MIT-SHM (grab whole with `scrap`).
+    grabber: Option<ShmGrabber>,
+    /// Where each changed rectangle starts in the grabber's memory.
+    starts: Vec<usize>,
+    /// Pixels grabbed just where things changed, and in whole-screen grabs (`/metrics`).
+    grabbed_changed: metrics::Counter,
+    grabbed_whole: metrics::Counter,
     /// Changed rectangles reported before the last grab, and since. `scrap` keeps one grab
     /// request in flight and returns the previous request's picture; XCB sends that request
     /// only when the next call waits for its reply, so in practice the picture is taken by the
@@ -85,12 +95,20 @@ fn raw_size(d: &x11::Display) -> (usize, usize) {
     (d.rect().w.into(), d.rect().h.into())
 }
 
-/// Damage tracking for the monitor `d`, or `None` (logged) when the server has none.
-fn watch(d: &x11::Display) -> Option<Damage> {
+/// Damage tracking for the monitor `d`, and a grabber for what changed, or `None` (logged)
+/// when the server has no DAMAGE or MIT-SHM.
+fn watch(d: &x11::Display) -> (Option<Damage>, Option<ShmGrabber>) {
     let r = d.rect();
-    Damage::watch(d.root(), r.x, r.y, r.w, r.h)
+    let damage = Damage::watch(d.root(), r.x, r.y, r.w, r.h)
         .inspect_err(|e| tracing::warn!("screen: converting every frame whole: {e}"))
-        .ok()
+        .ok();
+    let grabber = damage.as_ref().and_then(|damage| {
+        let len = usize::from(r.w) * usize::from(r.h) * 4;
+        ShmGrabber::new(damage.connection(), len)
+            .inspect_err(|e| tracing::warn!("screen: grabbing the whole screen per change: {e}"))
+            .ok()
+    });
+    (damage, grabber)
 }
 
 fn even_size(w: usize, h: usize) -> Result<Size, SourceError> {
@@ -102,12 +120,16 @@ impl Screen {
         let d = display(index)?;
         let raw = raw_size(&d);
         let size = even_size(raw.0, raw.1)?;
-        let damage = watch(&d);
+        let (damage, grabber) = watch(&d);
         let capturer = x11::Capturer::new(d).map_err(|e| SourceError::Screen(e.to_string()))?;
         Ok(Self {
             index,
             capturer: Some(capturer),
             damage,
+            grabber,
+            starts: Vec::new(),
+            grabbed_changed: metrics::counter!("whepcast_screen_grabbed_pixels_total", "grab" => "changed"),
+            grabbed_whole: metrics::counter!("whepcast_screen_grabbed_pixels_total", "grab" => "whole"),
             before: Vec::new(),
             since: Vec::new(),
             converted: Vec::new(),
@@ -139,12 +161,15 @@ impl Screen {
                     return;
                 };
                 self.capturer = None; // release the old shared memory first
-                let damage = watch(&d);
+                                      // The old grabber's memory goes before the new one is made.
+                self.grabber = None;
+                let (damage, grabber) = watch(&d);
                 match x11::Capturer::new(d) {
                     Ok(c) => {
                         tracing::info!("screen capture at {}x{}", raw.0, raw.1);
                         self.capturer = Some(c);
                         self.damage = damage;
+                        self.grabber = grabber;
                         self.whole = 2;
                         self.raw = raw;
                         self.size = size;
@@ -153,6 +178,31 @@ impl Screen {
                 }
             }
         }
+    }
+}
+
+impl Screen {
+    /// Grabs just the `converted` rectangles through shared memory and converts them into
+    /// `frame`; false when there is no grabber or the grab failed (then grab whole).
+    fn grab_changes(&mut self, frame: &mut I420Frame) -> Result<bool, SourceError> {
+        let (Some(grabber), Some(damage)) = (&mut self.grabber, &self.damage) else {
+            return Ok(false);
+        };
+        let (conn, root, origin) = (damage.connection(), damage.root(), damage.origin());
+        let pixels = match grabber.grab(conn, root, origin, &self.converted, &mut self.starts) {
+            Ok(pixels) => pixels,
+            Err(e) => {
+                tracing::debug!("screen: grabbing whole this time: {e}");
+                return Ok(false);
+            }
+        };
+        for (r, &start) in self.converted.iter().zip(&self.starts) {
+            let stride = r.width as usize * 4;
+            frame.fill_region_from_rgba(&pixels[start..], stride, ByteOrder::Bgra, *r)?;
+            self.grabbed_changed
+                .increment(u64::from(r.width) * u64::from(r.height));
+        }
+        Ok(true)
     }
 }
 
@@ -182,53 +232,65 @@ impl Source for Screen {
         if frame.size() != self.size {
             self.whole = 2;
         }
-        match &mut self.capturer {
-            Some(c) => {
-                self.since.clear();
-                if let Some(damage) = &mut self.damage {
-                    if let Err(e) = damage.take(&mut self.since) {
-                        tracing::warn!("screen: converting every frame whole: {e}");
-                        self.damage = None;
-                    }
-                }
-                let whole = self.whole > 0 || self.damage.is_none();
-                if !whole && self.before.is_empty() && self.since.is_empty() {
-                    return Ok(Fill::Unchanged);
-                }
-                let bgra = c.frame();
-                let stride = self.raw.0 * 4;
-                self.partial = false;
-                if whole {
-                    frame.fill_from_rgba(bgra, stride, ByteOrder::Bgra)?;
-                    self.whole = self.whole.saturating_sub(1);
-                } else {
-                    self.converted.clear();
-                    self.converted.extend(self.before.iter().chain(&self.since));
-                    for &rect in &self.converted {
-                        frame.fill_rect_from_rgba(bgra, stride, ByteOrder::Bgra, rect)?;
-                    }
-                    self.partial = true;
-                }
-                std::mem::swap(&mut self.before, &mut self.since);
-                Ok(Fill::New)
+        if self.capturer.is_none() {
+            if self.lost_drawn {
+                return Ok(Fill::Unchanged);
             }
-            None if self.lost_drawn => Ok(Fill::Unchanged),
-            None => {
-                // Keep the viewers' picture meaningful while the display is gone.
-                let Size { width, height } = frame.size();
-                fill_rect(frame, 0, 0, width, height, [60, 128, 128]);
-                self.partial = false;
-                let scale = (height / 120).max(1);
-                draw_text(
-                    frame,
-                    width / 20,
-                    height / 2,
-                    scale,
-                    "SOURCE LOST - WAITING FOR THE SCREEN",
-                );
-                self.lost_drawn = true;
-                Ok(Fill::New)
+            // Keep the viewers' picture meaningful while the display is gone.
+            let Size { width, height } = frame.size();
+            fill_rect(frame, 0, 0, width, height, [60, 128, 128]);
+            self.partial = false;
+            let scale = (height / 120).max(1);
+            draw_text(
+                frame,
+                width / 20,
+                height / 2,
+                scale,
+                "SOURCE LOST - WAITING FOR THE SCREEN",
+            );
+            self.lost_drawn = true;
+            return Ok(Fill::New);
+        }
+        self.since.clear();
+        if let Some(damage) = &mut self.damage {
+            if let Err(e) = damage.take(&mut self.since) {
+                tracing::warn!("screen: converting every frame whole: {e}");
+                self.damage = None;
             }
         }
+        let whole = self.whole > 0 || self.damage.is_none();
+        if !whole && self.before.is_empty() && self.since.is_empty() {
+            return Ok(Fill::Unchanged);
+        }
+        self.converted.clear();
+        if !whole {
+            let size = self.size;
+            for r in self.before.iter().chain(&self.since) {
+                // The same area is often in both lists (a pointer's old place is the
+                // previous grab's new one): grab and convert it once.
+                let Some(r) = r.to_even(size) else { continue };
+                if !self.converted.iter().any(|c| c.contains(r)) {
+                    self.converted.push(r);
+                }
+            }
+        }
+        self.partial = !whole && self.grab_changes(frame)?;
+        if let (false, Some(c)) = (self.partial, &mut self.capturer) {
+            let bgra = c.frame();
+            self.grabbed_whole
+                .increment((self.raw.0 * self.raw.1) as u64);
+            let stride = self.raw.0 * 4;
+            if whole {
+                frame.fill_from_rgba(bgra, stride, ByteOrder::Bgra)?;
+                self.whole = self.whole.saturating_sub(1);
+            } else {
+                for &rect in &self.converted {
+                    frame.fill_rect_from_rgba(bgra, stride, ByteOrder::Bgra, rect)?;
+                }
+                self.partial = true;
+            }
+        }
+        std::mem::swap(&mut self.before, &mut self.since);
+        Ok(Fill::New)
     }
 }

@@ -151,9 +151,17 @@ fn draw_on_root(display: &str, x: i16, y: i16, width: u16, height: u16, rgb: u32
     let gc = conn.generate_id().unwrap();
     conn.create_gc(gc, root, &CreateGCAux::new().foreground(rgb))
         .unwrap();
-    let rect = Rectangle { x, y, width, height };
+    let rect = Rectangle {
+        x,
+        y,
+        width,
+        height,
+    };
     conn.poly_fill_rectangle(root, gc, &[rect]).unwrap();
-    conn.get_input_focus().unwrap().reply().expect("X server answers");
+    conn.get_input_focus()
+        .unwrap()
+        .reply()
+        .expect("X server answers");
 }
 
 async fn frames_in(base: &str) -> u64 {
@@ -193,7 +201,10 @@ async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
     let before = frames_in(&base).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let still = frames_in(&base).await - before;
-    assert!(still <= 2, "{still} frames grabbed from a screen nobody drew on");
+    assert!(
+        still <= 2,
+        "{still} frames grabbed from a screen nobody drew on"
+    );
 
     // A client draws a blue rectangle: it shows, and the red around it stays.
     draw_on_root(&x.display, 100, 80, 200, 150, 0x0000ff);
@@ -213,6 +224,29 @@ async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
     }
     let drawn = frames_in(&base).await - before - still;
     assert!((1..=4).contains(&drawn), "{drawn} grabs for one drawing");
+    // Only the drawn rectangle was grabbed (twice at most), never the whole screen again.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let grabbed = |how: &str| {
+        let line = format!("whepcast_screen_grabbed_pixels_total{{grab=\"{how}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&line)
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            })
+            .unwrap_or(0)
+    };
+    let (changed, whole) = (grabbed("changed"), grabbed("whole"));
+    assert_eq!(whole, 2 * 640 * 480, "whole grabs: the first two only");
+    assert!(
+        (200 * 150..=2 * 202 * 152).contains(&changed),
+        "{changed} pixels grabbed for a 200x150 drawing"
+    );
     viewer.close().await;
     stop(server);
 }
