@@ -120,7 +120,8 @@ try {
     // What the page shows: data-channel capture times, corrected by the measured clock offset.
     const st = await page.evaluate(() => ({ xs: [...window.whepcast.dcLatencySamples], shown: window.whepcast.dcLatencyMs,
       offset: window.whepcast.clockOffsetMs, rtt: window.whepcast.rttDcMs }));
-    const ys = st.xs.sort((a, b) => a - b);
+    // The page keeps samples on its own clock; the offset moves them to the server's.
+    const ys = st.xs.map((x) => x + (st.offset ?? 0)).sort((a, b) => a - b);
     const ms = (v) => (v === undefined || v === null ? "–" : Math.round(v));
     latencyRow += `\n| data channel (what the overlay shows: ${ms(st.shown)} ms; clock offset ${st.offset?.toFixed(1)} ms, ping RTT ${st.rtt?.toFixed(1)} ms) | ${ys.length} | ${ms(pct(ys, 0.5))} | ${ms(pct(ys, 0.95))} |`;
     await browser.close();
