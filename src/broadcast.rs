@@ -628,6 +628,11 @@ impl Pipeline {
             }
             Ok(fill) => fill,
             Err(e) => {
+                if on_canvas {
+                    // It may have written part of a picture: buffers must not trust the canvas
+                    // history past this point.
+                    self.canvas.drew(None);
+                }
                 if last_error.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5)) {
                     tracing::warn!("source failed: {e}");
                     *last_error = Some(Instant::now());

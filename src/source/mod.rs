@@ -306,7 +306,8 @@ impl I420Frame {
     /// rounded outwards) from another frame of the same size; does nothing if sizes differ.
     pub(crate) fn copy_rect_from(&mut self, other: &I420Frame, x: u32, y: u32, w: u32, h: u32) {
         let size = self.size;
-        let (x1, y1) = ((x + w).min(size.width), (y + h).min(size.height));
+        let x1 = x.saturating_add(w).min(size.width);
+        let y1 = y.saturating_add(h).min(size.height);
         if other.size != size || x >= x1 || y >= y1 {
             return;
         }
@@ -473,6 +474,21 @@ impl I420Frame {
             };
         }
         let (w, h) = (rect.width as usize, rect.height as usize);
+        if pixels.len() < stride * h && h > 2 {
+            // Short of a full last stride (a padded picture): all rows but the last pair
+            // convert in place, the last pair through a tight copy below.
+            let top = Rect {
+                height: rect.height - 2,
+                ..rect
+            };
+            self.convert_rgba(pixels, stride, order, top)?;
+            let bottom = Rect {
+                y: rect.y + rect.height - 2,
+                height: 2,
+                ..rect
+            };
+            return self.convert_rgba(&pixels[stride * (h - 2)..], stride, order, bottom);
+        }
         SCRATCH.with(|scratch| {
             let (tight_rgba, tight_yuv) = &mut *scratch.borrow_mut();
             let (pixels, stride) = if pixels.len() >= stride * h {
@@ -579,6 +595,9 @@ impl Rect {
     /// This rectangle grown to even edges and clipped to a picture of `size` (even sides), or
     /// `None` when nothing of it is inside.
     pub fn to_even(self, size: Size) -> Option<Rect> {
+        if self.width == 0 || self.height == 0 {
+            return None;
+        }
         let (x0, y0) = (self.x.min(size.width) & !1, self.y.min(size.height) & !1);
         let x1 = (self.x.saturating_add(self.width).min(size.width) + 1) & !1;
         let y1 = (self.y.saturating_add(self.height).min(size.height) + 1) & !1;
@@ -594,15 +613,21 @@ impl Rect {
     pub fn contains(self, other: Rect) -> bool {
         other.x >= self.x
             && other.y >= self.y
-            && other.x + other.width <= self.x + self.width
-            && other.y + other.height <= self.y + self.height
+            && other.x.saturating_add(other.width) <= self.x.saturating_add(self.width)
+            && other.y.saturating_add(other.height) <= self.y.saturating_add(self.height)
     }
 
     /// The smallest rectangle holding both.
     pub fn union(self, other: Rect) -> Rect {
         let (x0, y0) = (self.x.min(other.x), self.y.min(other.y));
-        let x1 = (self.x + self.width).max(other.x + other.width);
-        let y1 = (self.y + self.height).max(other.y + other.height);
+        let x1 = self
+            .x
+            .saturating_add(self.width)
+            .max(other.x.saturating_add(other.width));
+        let y1 = self
+            .y
+            .saturating_add(self.height)
+            .max(other.y.saturating_add(other.height));
         Rect {
             x: x0,
             y: y0,
@@ -805,5 +830,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A padded picture whose last row stops short of a full stride (as `fill_from_rgba`
+    /// accepts) converts every row, the last two included.
+    #[test]
+    fn a_padded_picture_without_a_full_last_stride_converts_every_row() {
+        let size = Size::new(64, 48).unwrap();
+        let tight = noise(size, 3);
+        let stride = 64 * 4 + 8;
+        let mut padded = vec![0u8; stride * 47 + 64 * 4];
+        for (row, line) in tight.chunks_exact(64 * 4).enumerate() {
+            padded[row * stride..row * stride + 64 * 4].copy_from_slice(line);
+        }
+        let mut want = I420Frame::new(size);
+        want.fill_from_rgba(&tight, 64 * 4, ByteOrder::Rgba)
+            .unwrap();
+        let mut got = I420Frame::new(size);
+        got.fill_from_rgba(&padded, stride, ByteOrder::Rgba)
+            .unwrap();
+        assert!(got.as_bytes() == want.as_bytes());
+        // And a rectangle reaching the bottom, not at the left edge.
+        let r = Rect {
+            x: 8,
+            y: 40,
+            width: 16,
+            height: 8,
+        };
+        let mut part = I420Frame::new(size);
+        part.fill_rect_from_rgba(&padded, stride, ByteOrder::Rgba, r)
+            .unwrap();
+        assert_eq!(part.planes().0[47 * 64 + 10], want.planes().0[47 * 64 + 10]);
+        assert_eq!(
+            part.planes().0[47 * 64 + 30],
+            16,
+            "outside the rectangle stays black"
+        );
     }
 }

@@ -37,11 +37,12 @@ pub struct Screen {
     /// Pixels grabbed just where things changed, and in whole-screen grabs (`/metrics`).
     grabbed_changed: metrics::Counter,
     grabbed_whole: metrics::Counter,
-    /// Changed rectangles reported before the last grab, and since. `scrap` keeps one grab
-    /// request in flight and returns the previous request's picture; XCB sends that request
-    /// only when the next call waits for its reply, so in practice the picture is taken by the
-    /// call that returns it, but nothing promises that: each grab converts the changes
-    /// reported before the previous grab too, so a change is never left out.
+    /// Changed rectangles reported before the last grab (when that was `scrap`'s), and since.
+    /// `scrap` keeps one grab request in flight and returns the previous request's picture;
+    /// XCB sends that request only when the next call waits for its reply, so in practice the
+    /// picture is taken by the call that returns it, but nothing promises that: the grab after
+    /// a `scrap` grab converts that grab's changes again, so a change is never left out.
+    /// (Shared-memory grabs go over the damage connection, after the report: no repeat.)
     before: Vec<Rect>,
     since: Vec<Rect>,
     /// What the last grab converted, when not all of it ([`Source::changed`]).
@@ -49,6 +50,8 @@ pub struct Screen {
     partial: bool,
     /// Grabs still to convert whole (a new capture: the canvas holds nothing of it yet).
     whole: u8,
+    /// Damage tracking failed at run time: the next probe starts it again.
+    rewatch: bool,
     /// Size of the display being captured (before cropping to even).
     raw: (usize, usize),
     size: Size,
@@ -135,6 +138,7 @@ impl Screen {
             converted: Vec::new(),
             partial: false,
             whole: 2,
+            rewatch: false,
             raw,
             size,
             last_probe: Instant::now(),
@@ -155,14 +159,25 @@ impl Screen {
             Ok(d) => {
                 let raw = raw_size(&d);
                 if self.capturer.is_some() && raw == self.raw {
+                    if self.damage.is_none() && self.rewatch {
+                        // Damage tracking failed while the display stayed: start it afresh.
+                        self.rewatch = false;
+                        (self.damage, self.grabber) = watch(&d);
+                        self.before.clear();
+                        self.whole = 1;
+                    }
                     return;
                 }
                 let Ok(size) = even_size(raw.0, raw.1) else {
                     return;
                 };
-                self.capturer = None; // release the old shared memory first
-                                      // The old grabber's memory goes before the new one is made.
+                // Release the old shared memory (ours and the server's hold on it, which goes
+                // with the damage connection) before making new.
+                self.capturer = None;
+                self.lost_drawn = false;
                 self.grabber = None;
+                self.damage = None;
+                self.before.clear();
                 let (damage, grabber) = watch(&d);
                 match x11::Capturer::new(d) {
                     Ok(c) => {
@@ -254,14 +269,13 @@ impl Source for Screen {
         self.since.clear();
         if let Some(damage) = &mut self.damage {
             if let Err(e) = damage.take(&mut self.since) {
-                tracing::warn!("screen: converting every frame whole: {e}");
+                tracing::warn!("screen: converting every frame whole until it recovers: {e}");
                 self.damage = None;
+                self.grabber = None;
+                self.rewatch = true;
             }
         }
         let whole = self.whole > 0 || self.damage.is_none();
-        if !whole && self.before.is_empty() && self.since.is_empty() {
-            return Ok(Fill::Unchanged);
-        }
         self.converted.clear();
         if !whole {
             let size = self.size;
@@ -273,23 +287,52 @@ impl Source for Screen {
                     self.converted.push(r);
                 }
             }
-        }
-        self.partial = !whole && self.grab_changes(frame)?;
-        if let (false, Some(c)) = (self.partial, &mut self.capturer) {
-            let bgra = c.frame();
-            self.grabbed_whole
-                .increment((self.raw.0 * self.raw.1) as u64);
-            let stride = self.raw.0 * 4;
-            if whole {
-                frame.fill_from_rgba(bgra, stride, ByteOrder::Bgra)?;
-                self.whole = self.whole.saturating_sub(1);
-            } else {
-                for &rect in &self.converted {
-                    frame.fill_rect_from_rgba(bgra, stride, ByteOrder::Bgra, rect)?;
-                }
-                self.partial = true;
+            if self.converted.is_empty() {
+                // Nothing changed inside the picture (an odd last column is cropped).
+                self.before.clear();
+                return Ok(Fill::Unchanged);
             }
         }
+        let grabbed = self.grab_into(frame, whole);
+        if grabbed.is_err() {
+            // The frame may be partly converted: the next grab converts all of it.
+            self.whole = self.whole.max(1);
+            self.before.clear();
+            self.partial = false;
+        }
+        grabbed
+    }
+}
+
+impl Screen {
+    /// Converts the changed rectangles (or, with `whole`, everything) into `frame`: through
+    /// shared memory when it can, else from a whole `scrap` grab.
+    fn grab_into(&mut self, frame: &mut I420Frame, whole: bool) -> Result<Fill, SourceError> {
+        self.partial = false;
+        if !whole && self.grab_changes(frame)? {
+            // Grabbed over the damage connection, after the report: the pictures hold every
+            // change it listed, so nothing needs converting again next time.
+            self.partial = true;
+            self.before.clear();
+            return Ok(Fill::New);
+        }
+        let Some(c) = &mut self.capturer else {
+            return Ok(Fill::Unchanged);
+        };
+        let bgra = c.frame();
+        self.grabbed_whole
+            .increment((self.raw.0 * self.raw.1) as u64);
+        let stride = self.raw.0 * 4;
+        if whole {
+            frame.fill_from_rgba(bgra, stride, ByteOrder::Bgra)?;
+            self.whole = self.whole.saturating_sub(1);
+        } else {
+            for &rect in &self.converted {
+                frame.fill_rect_from_rgba(bgra, stride, ByteOrder::Bgra, rect)?;
+            }
+            self.partial = true;
+        }
+        // `scrap`'s picture may predate this report: convert its changes again next time.
         std::mem::swap(&mut self.before, &mut self.since);
         Ok(Fill::New)
     }

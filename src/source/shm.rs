@@ -8,6 +8,9 @@ use x11rb::protocol::shm::ConnectionExt as _;
 use x11rb::protocol::xproto::ImageFormat;
 use x11rb::rust_connection::RustConnection;
 
+/// Grab requests sent before their replies are read.
+const IN_FLIGHT: usize = 8;
+
 /// A shared-memory segment attached to one X connection, big enough for one whole monitor.
 pub struct ShmGrabber {
     seg: u32,
@@ -74,39 +77,47 @@ impl ShmGrabber {
     ) -> Result<&[u8], String> {
         starts.clear();
         let mut offset = 0usize;
-        let mut last = None;
-        for r in rects {
-            let bytes = r.width as usize * r.height as usize * 4;
-            if offset + bytes > self.len {
-                return Err("changed area larger than the screen".into());
+        for batch in rects.chunks(IN_FLIGHT) {
+            // A batch of requests goes out at once (one round trip for all), then every
+            // reply is checked: each grab must have worked and be 4 bytes a pixel.
+            let mut cookies: [Option<_>; IN_FLIGHT] = Default::default();
+            for (r, cookie) in batch.iter().zip(&mut cookies) {
+                let bytes = r.width as usize * r.height as usize * 4;
+                if offset + bytes > self.len {
+                    return Err("changed area larger than the screen".into());
+                }
+                *cookie = Some((
+                    conn.shm_get_image(
+                        root,
+                        origin.0 + r.x as i16,
+                        origin.1 + r.y as i16,
+                        r.width as u16,
+                        r.height as u16,
+                        !0,
+                        ImageFormat::Z_PIXMAP.into(),
+                        self.seg,
+                        offset as u32,
+                    )
+                    .map_err(|e| e.to_string())?,
+                    bytes,
+                ));
+                starts.push(offset);
+                offset += bytes;
             }
-            // All requests go out at once; the server answers them in order, so the last
-            // reply means every picture is in place (a grab inside the root cannot fail
-            // alone: the others' replies are dropped unread).
-            let cookie = conn
-                .shm_get_image(
-                    root,
-                    origin.0 + r.x as i16,
-                    origin.1 + r.y as i16,
-                    r.width as u16,
-                    r.height as u16,
-                    !0,
-                    ImageFormat::Z_PIXMAP.into(),
-                    self.seg,
-                    offset as u32,
-                )
-                .map_err(|e| e.to_string())?;
-            last = Some(cookie);
-            starts.push(offset);
-            offset += bytes;
-        }
-        if let Some(cookie) = last {
-            cookie
-                .reply()
-                .map_err(|e| format!("X shared-memory grab failed: {e}"))?;
+            for (cookie, bytes) in cookies.into_iter().flatten() {
+                let reply = cookie
+                    .reply()
+                    .map_err(|e| format!("X shared-memory grab failed: {e}"))?;
+                if reply.size as usize != bytes {
+                    return Err(format!(
+                        "the screen is {} bits deep; only 24 or 32 (4 bytes a pixel) are grabbed in part",
+                        reply.depth
+                    ));
+                }
+            }
         }
         // SAFETY: the mapping is `len` bytes long and lives as long as `self`; the server
-        // wrote into it only while serving the requests whose replies we awaited above.
+        // wrote into it only while serving the requests whose replies we read above.
         Ok(unsafe { std::slice::from_raw_parts(self.addr, offset) })
     }
 }
