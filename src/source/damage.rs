@@ -33,14 +33,15 @@ impl Damage {
     pub fn watch(root: u32, x: i16, y: i16, width: u16, height: u16) -> Result<Self, String> {
         let (conn, _) = x11rb::connect(None).map_err(|e| e.to_string())?;
         // Both extensions must be told which version we speak before any other request.
+        let no = |ext: &str, e: &dyn std::fmt::Display| format!("no {ext} extension ({e})");
         conn.damage_query_version(1, 1)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| no("DAMAGE", &e))?
             .reply()
-            .map_err(|e| format!("no DAMAGE extension: {e}"))?;
+            .map_err(|e| no("DAMAGE", &e))?;
         conn.xfixes_query_version(2, 0)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| no("XFIXES", &e))?
             .reply()
-            .map_err(|e| format!("no XFIXES extension: {e}"))?;
+            .map_err(|e| no("XFIXES", &e))?;
         let damage = conn.generate_id().map_err(|e| e.to_string())?;
         let region = conn.generate_id().map_err(|e| e.to_string())?;
         // NonEmpty: one event when the region becomes non-empty, not one per drawing.

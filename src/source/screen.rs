@@ -24,6 +24,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often a whole grab checks the damage reports ([`Screen::check`]).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Checks in a row that found missed changes before damage tracking is given up.
+const MISSES_TO_GIVE_UP: u32 = 3;
 
 pub struct Screen {
     index: Option<usize>,
@@ -34,9 +38,11 @@ pub struct Screen {
     grabber: Option<ShmGrabber>,
     /// Where each changed rectangle starts in the grabber's memory.
     starts: Vec<usize>,
-    /// Pixels grabbed just where things changed, and in whole-screen grabs (`/metrics`).
+    /// Pixels grabbed just where things changed, in whole-screen grabs, and in the checks of
+    /// the damage reports (`/metrics`).
     grabbed_changed: metrics::Counter,
     grabbed_whole: metrics::Counter,
+    grabbed_check: metrics::Counter,
     /// Changed rectangles reported before the last grab (when that was `scrap`'s), and since.
     /// `scrap` keeps one grab request in flight and returns the previous request's picture;
     /// XCB sends that request only when the next call waits for its reply, so in practice the
@@ -52,6 +58,11 @@ pub struct Screen {
     whole: u8,
     /// Damage tracking failed at run time: the next probe starts it again.
     rewatch: bool,
+    /// When the damage reports were last checked against a whole grab, the picture that grab
+    /// gave, and how many checks in a row found changes they missed.
+    last_check: Instant,
+    truth: I420Frame,
+    misses: u32,
     /// Size of the display being captured (before cropping to even).
     raw: (usize, usize),
     size: Size,
@@ -133,12 +144,19 @@ impl Screen {
             starts: Vec::new(),
             grabbed_changed: metrics::counter!("whepcast_screen_grabbed_pixels_total", "grab" => "changed"),
             grabbed_whole: metrics::counter!("whepcast_screen_grabbed_pixels_total", "grab" => "whole"),
+            grabbed_check: metrics::counter!("whepcast_screen_grabbed_pixels_total", "grab" => "check"),
             before: Vec::new(),
             since: Vec::new(),
             converted: Vec::new(),
             partial: false,
             whole: 2,
             rewatch: false,
+            last_check: Instant::now(),
+            truth: I420Frame::new(Size {
+                width: 0,
+                height: 0,
+            }),
+            misses: 0,
             raw,
             size,
             last_probe: Instant::now(),
@@ -266,6 +284,17 @@ impl Source for Screen {
             self.lost_drawn = true;
             return Ok(Fill::New);
         }
+        let fill = self.update(frame)?;
+        if self.damage.is_some() && self.whole == 0 && self.last_check.elapsed() >= CHECK_EVERY {
+            return self.check(frame, fill);
+        }
+        Ok(fill)
+    }
+}
+
+impl Screen {
+    /// Brings `frame` up to date with what the X server reported changed (or grabs whole).
+    fn update(&mut self, frame: &mut I420Frame) -> Result<Fill, SourceError> {
         self.since.clear();
         if let Some(damage) = &mut self.damage {
             if let Err(e) = damage.take(&mut self.since) {
@@ -302,9 +331,46 @@ impl Source for Screen {
         }
         grabbed
     }
-}
 
-impl Screen {
+    /// A whole grab, once a second, checks that the damage reports missed nothing: some
+    /// setups do not report everything (a compositor drawing with the GPU, say) and would
+    /// otherwise leave viewers a frozen picture. A missed change is shown at once; misses in
+    /// several checks in a row turn damage tracking off (whole grabs from then on).
+    fn check(&mut self, frame: &mut I420Frame, fill: Fill) -> Result<Fill, SourceError> {
+        self.last_check = Instant::now();
+        let Some(c) = &mut self.capturer else {
+            return Ok(fill);
+        };
+        let bgra = c.frame();
+        self.grabbed_check
+            .increment((self.raw.0 * self.raw.1) as u64);
+        if self.truth.size() != self.size {
+            self.truth = I420Frame::new(self.size);
+        }
+        self.truth
+            .fill_from_rgba(bgra, self.raw.0 * 4, ByteOrder::Bgra)?;
+        let verdict = judge(&self.truth, frame, &mut self.misses);
+        if verdict == Verdict::Same {
+            return Ok(fill);
+        }
+        std::mem::swap(frame, &mut self.truth);
+        self.partial = false;
+        // Like any `scrap` grab, its changes are converted again with the next one.
+        self.before.clear();
+        self.before.extend_from_slice(&self.since);
+        if verdict == Verdict::GiveUp {
+            tracing::warn!(
+                "screen: the X server's damage reports miss changes ({} checks in a row); grabbing whole frames from now on",
+                self.misses
+            );
+            self.damage = None;
+            self.grabber = None;
+        } else {
+            tracing::debug!("screen: a change the damage reports missed is shown now");
+        }
+        Ok(Fill::New)
+    }
+
     /// Converts the changed rectangles (or, with `whole`, everything) into `frame`: through
     /// shared memory when it can, else from a whole `scrap` grab.
     fn grab_into(&mut self, frame: &mut I420Frame, whole: bool) -> Result<Fill, SourceError> {
@@ -335,5 +401,53 @@ impl Screen {
         // `scrap`'s picture may predate this report: convert its changes again next time.
         std::mem::swap(&mut self.before, &mut self.since);
         Ok(Fill::New)
+    }
+}
+
+/// What a check of the damage reports found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The picture built from the reports is the screen.
+    Same,
+    /// It missed a change (show the whole grab).
+    Missed,
+    /// It missed changes in [`MISSES_TO_GIVE_UP`] checks in a row: stop trusting the reports.
+    GiveUp,
+}
+
+/// Compares the picture built from damage reports (`shown`) with a whole grab (`truth`),
+/// counting misses in a row.
+fn judge(truth: &I420Frame, shown: &I420Frame, misses: &mut u32) -> Verdict {
+    if truth.as_bytes() == shown.as_bytes() {
+        *misses = 0;
+        return Verdict::Same;
+    }
+    *misses += 1;
+    if *misses >= MISSES_TO_GIVE_UP {
+        Verdict::GiveUp
+    } else {
+        Verdict::Missed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_misses_in_a_row_give_damage_tracking_up() {
+        let size = Size::new(32, 32).unwrap();
+        let same = I420Frame::new(size);
+        let mut other = I420Frame::new(size);
+        fill_rect(&mut other, 0, 0, 4, 4, [200, 128, 128]);
+        let mut misses = 0;
+        assert_eq!(judge(&same, &same, &mut misses), Verdict::Same);
+        assert_eq!(judge(&other, &same, &mut misses), Verdict::Missed);
+        assert_eq!(judge(&other, &same, &mut misses), Verdict::Missed);
+        // A check that matches starts the count again: a change racing the grab is no proof.
+        assert_eq!(judge(&same, &same, &mut misses), Verdict::Same);
+        assert_eq!(judge(&other, &same, &mut misses), Verdict::Missed);
+        assert_eq!(judge(&other, &same, &mut misses), Verdict::Missed);
+        assert_eq!(judge(&other, &same, &mut misses), Verdict::GiveUp);
     }
 }

@@ -23,10 +23,11 @@ impl ShmGrabber {
     /// is marked for removal at once, so the kernel frees it when both sides let go, even if
     /// we crash. Fails when the server has no MIT-SHM or cannot attach (another user's server).
     pub fn new(conn: &RustConnection, len: usize) -> Result<Self, String> {
+        let no_shm = |e: &dyn std::fmt::Display| format!("no MIT-SHM extension ({e})");
         conn.shm_query_version()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| no_shm(&e))?
             .reply()
-            .map_err(|e| format!("no MIT-SHM extension: {e}"))?;
+            .map_err(|e| no_shm(&e))?;
         // SAFETY: plain System V calls; the returned id and address are checked before use.
         let (id, addr) = unsafe {
             let id = libc::shmget(libc::IPC_PRIVATE, len, libc::IPC_CREAT | 0o600);

@@ -18,6 +18,11 @@ struct Xvfb {
 
 impl Xvfb {
     fn start(display_number: u32, width: u32, height: u32) -> Xvfb {
+        Self::start_with(display_number, width, height, &[])
+    }
+
+    /// With extra Xvfb arguments (e.g. `-extension DAMAGE` to leave one out).
+    fn start_with(display_number: u32, width: u32, height: u32, extra: &[&str]) -> Xvfb {
         let display = format!(":{display_number}");
         let socket = PathBuf::from(format!("/tmp/.X11-unix/X{display_number}"));
         let _ = std::fs::remove_file(&socket);
@@ -35,6 +40,7 @@ impl Xvfb {
                 "tcp",
                 "-noreset",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -256,6 +262,58 @@ async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
     assert!(
         (200 * 150..=202 * 152).contains(&changed),
         "{changed} pixels grabbed for a 200x150 drawing"
+    );
+    viewer.close().await;
+    stop(server);
+}
+
+/// An X server without DAMAGE: the screen is grabbed whole every frame, and still shows
+/// what is drawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_damage_reports_every_frame_is_grabbed_whole() {
+    let x = Xvfb::start_with(
+        40 + (std::process::id() + 12) % 50,
+        640,
+        480,
+        &["-extension", "DAMAGE"],
+    );
+    x.fill("#ff0000");
+    let (server, base) = spawn_serve(
+        &["--source", "screen", "--fps", "30"],
+        &[("DISPLAY", &x.display)],
+        Stdio::null(),
+    );
+    let mut viewer = Viewer::connect(&format!("{base}/whep")).await;
+    viewer
+        .wait_for("the red screen", |d| {
+            d.last
+                .as_ref()
+                .is_some_and(|p| close(p.mean(300, 220, 40, 40), yuv_of(RED), 12.0))
+        })
+        .await;
+    let before = frames_in(&base).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let grabbed = frames_in(&base).await - before;
+    assert!(
+        grabbed >= 15,
+        "{grabbed} grabs in 1 s at 30 fps without damage reports"
+    );
+    draw_on_root(&x.display, 100, 80, 200, 150, 0x0000ff);
+    viewer
+        .wait_for("the blue rectangle", |d| {
+            let p = d.last.as_ref().unwrap();
+            close(p.mean(180, 135, 40, 40), yuv_of(BLUE), 12.0)
+        })
+        .await;
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("grab=\"changed\"} ") || metrics.contains("grab=\"changed\"} 0"),
+        "nothing grabbed in part without damage reports"
     );
     viewer.close().await;
     stop(server);
