@@ -1,10 +1,10 @@
-//! `screen` / `screen:N` — an X11 display captured with `scrap` (XCB + MIT-SHM), at the
+//! `screen` / `screen:N` — an X11 display captured through shared memory (MIT-SHM), at the
 //! stream's frame rate, on the pipeline thread (X handles are not `Send`, and capture never
 //! touches the async runtime).
 //!
 //! Only what changed is grabbed and converted: the X server's DAMAGE extension says which
-//! rectangles were drawn since the last frame ([`super::damage`]), the server copies just
-//! those into shared memory ([`super::shm`]), and a screen where nothing changed answers
+//! rectangles were drawn since the last frame (`source::damage`), the server copies just
+//! those into shared memory (`source::shm`), and a screen where nothing changed answers
 //! [`Fill::Unchanged`] without a grab, so an idle desktop costs next to nothing. (Without
 //! DAMAGE every frame is grabbed and converted whole, by `scrap`, which also takes the first
 //! pictures.)
@@ -214,31 +214,6 @@ impl Screen {
     }
 }
 
-impl Screen {
-    /// Grabs just the `converted` rectangles through shared memory and converts them into
-    /// `frame`; false when there is no grabber or the grab failed (then grab whole).
-    fn grab_changes(&mut self, frame: &mut I420Frame) -> Result<bool, SourceError> {
-        let (Some(grabber), Some(damage)) = (&mut self.grabber, &self.damage) else {
-            return Ok(false);
-        };
-        let (conn, root, origin) = (damage.connection(), damage.root(), damage.origin());
-        let pixels = match grabber.grab(conn, root, origin, &self.converted, &mut self.starts) {
-            Ok(pixels) => pixels,
-            Err(e) => {
-                tracing::debug!("screen: grabbing whole this time: {e}");
-                return Ok(false);
-            }
-        };
-        for (r, &start) in self.converted.iter().zip(&self.starts) {
-            let stride = r.width as usize * 4;
-            frame.fill_region_from_rgba(&pixels[start..], stride, ByteOrder::Bgra, *r)?;
-            self.grabbed_changed
-                .increment(u64::from(r.width) * u64::from(r.height));
-        }
-        Ok(true)
-    }
-}
-
 impl Source for Screen {
     fn size(&self) -> Size {
         self.size
@@ -369,6 +344,29 @@ impl Screen {
             tracing::debug!("screen: a change the damage reports missed is shown now");
         }
         Ok(Fill::New)
+    }
+
+    /// Grabs just the `converted` rectangles through shared memory and converts them into
+    /// `frame`; false when there is no grabber or the grab failed (then grab whole).
+    fn grab_changes(&mut self, frame: &mut I420Frame) -> Result<bool, SourceError> {
+        let (Some(grabber), Some(damage)) = (&mut self.grabber, &self.damage) else {
+            return Ok(false);
+        };
+        let (conn, root, origin) = (damage.connection(), damage.root(), damage.origin());
+        let pixels = match grabber.grab(conn, root, origin, &self.converted, &mut self.starts) {
+            Ok(pixels) => pixels,
+            Err(e) => {
+                tracing::debug!("screen: grabbing whole this time: {e}");
+                return Ok(false);
+            }
+        };
+        for (r, &start) in self.converted.iter().zip(&self.starts) {
+            let stride = r.width as usize * 4;
+            frame.fill_region_from_rgba(&pixels[start..], stride, ByteOrder::Bgra, *r)?;
+            self.grabbed_changed
+                .increment(u64::from(r.width) * u64::from(r.height));
+        }
+        Ok(true)
     }
 
     /// Converts the changed rectangles (or, with `whole`, everything) into `frame`: through

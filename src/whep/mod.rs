@@ -17,7 +17,7 @@
 //! `PATCH` on a session ([`Sessions::patch`]) trickles the viewer's candidates or restarts
 //! ICE, with bodies in [`sdpfrag`] format.
 //!
-//! Closing always goes through [`Sessions::close`], which removes the session from the map,
+//! Closing always goes through `Sessions::close`, which removes the session from the map,
 //! stops its tasks and calls `close()` on the peer connection (dropping one leaks it).
 
 pub mod datachannel;
