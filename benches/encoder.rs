@@ -76,12 +76,7 @@ impl Desktop {
 
     /// The typed line's area.
     fn typed_line(&self) -> Rect {
-        Rect {
-            x: 40,
-            y: self.size.height - 30,
-            width: self.size.width - 40,
-            height: 8,
-        }
+        Rect::new(40, self.size.height - 30, self.size.width - 40, 8)
     }
 
     /// The pointer's area in picture `n`.

@@ -403,15 +403,14 @@ impl Canvas {
         if held == self.drawn && held != 0 {
             return;
         }
-        let behind = self.drawn.wrapping_sub(held);
         let known = held != 0
             && held < self.drawn
-            && behind < CANVAS_HISTORY as u64
+            && self.drawn - held < CANVAS_HISTORY as u64
             && (held + 1..=self.drawn).all(|n| self.changes[n as usize % CANVAS_HISTORY].0);
         if known && buffer.size() == self.frame.size() {
             for n in held + 1..=self.drawn {
                 for r in &self.changes[n as usize % CANVAS_HISTORY].1 {
-                    buffer.copy_rect_from(&self.frame, r.x, r.y, r.width, r.height);
+                    buffer.copy_rect_from(&self.frame, *r);
                 }
             }
         } else {
@@ -840,15 +839,6 @@ mod tests {
         crate::source::pattern::fill_rect(frame, r.x, r.y, r.width, r.height, [luma, 90, 170]);
     }
 
-    fn rect(x: u32, y: u32, width: u32, height: u32) -> Rect {
-        Rect {
-            x,
-            y,
-            width,
-            height,
-        }
-    }
-
     /// Two buffers go round while a source changes parts of the canvas (and now and then
     /// says nothing about what changed, or a buffer sits out for longer than the history):
     /// after staging, a buffer always equals the canvas.
@@ -859,7 +849,7 @@ mod tests {
         let mut buffers = [I420Frame::new(size), I420Frame::new(size)];
         let mut spare = I420Frame::new(size);
         for n in 0u32..60 {
-            let r = rect(n * 7 % 80, n * 5 % 50, 3 + n % 17, 5 + n % 13);
+            let r = Rect::new(n * 7 % 80, n * 5 % 50, 3 + n % 17, 5 + n % 13);
             let frame = canvas.frame_mut(size);
             paint(frame, r, (n * 37 % 200) as u8 + 20);
             canvas.drew((n % 11 != 5).then_some(&[r][..]));
@@ -884,8 +874,8 @@ mod tests {
         canvas.drew(None);
         canvas.stage(&mut buffer);
         // Marked where no later picture changes anything.
-        paint(&mut buffer, rect(50, 50, 4, 4), 77);
-        for (n, r) in [rect(0, 0, 10, 10), rect(20, 4, 8, 30)]
+        paint(&mut buffer, Rect::new(50, 50, 4, 4), 77);
+        for (n, r) in [Rect::new(0, 0, 10, 10), Rect::new(20, 4, 8, 30)]
             .into_iter()
             .enumerate()
         {

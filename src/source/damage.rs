@@ -97,12 +97,7 @@ impl Damage {
             let x1 = (i32::from(r.x) + i32::from(r.width) - mx).clamp(0, mw as i32) as u32;
             let y1 = (i32::from(r.y) + i32::from(r.height) - my).clamp(0, mh as i32) as u32;
             if x1 > x0 && y1 > y0 {
-                out.push(Rect {
-                    x: x0,
-                    y: y0,
-                    width: x1 - x0,
-                    height: y1 - y0,
-                });
+                out.push(Rect::new(x0, y0, x1 - x0, y1 - y0));
             }
         }
         if out.len() - start > MAX_RECTS {

@@ -302,12 +302,13 @@ impl I420Frame {
         self.data.copy_from_slice(&other.data);
     }
 
-    /// Copies the rectangle at (`x`, `y`) of `w` x `h` pixels (clipped to the frame, chroma
-    /// rounded outwards) from another frame of the same size; does nothing if sizes differ.
-    pub(crate) fn copy_rect_from(&mut self, other: &I420Frame, x: u32, y: u32, w: u32, h: u32) {
+    /// Copies `r` (clipped to the frame, chroma rounded outwards) from another frame of the
+    /// same size; does nothing if sizes differ.
+    pub(crate) fn copy_rect_from(&mut self, other: &I420Frame, r: Rect) {
         let size = self.size;
-        let x1 = x.saturating_add(w).min(size.width);
-        let y1 = y.saturating_add(h).min(size.height);
+        let (x, y) = (r.x, r.y);
+        let x1 = x.saturating_add(r.width).min(size.width);
+        let y1 = y.saturating_add(r.height).min(size.height);
         if other.size != size || x >= x1 || y >= y1 {
             return;
         }
@@ -477,16 +478,9 @@ impl I420Frame {
         if pixels.len() < stride * h && h > 2 {
             // Short of a full last stride (a padded picture): all rows but the last pair
             // convert in place, the last pair through a tight copy below.
-            let top = Rect {
-                height: rect.height - 2,
-                ..rect
-            };
+            let top = Rect::new(rect.x, rect.y, rect.width, rect.height - 2);
             self.convert_rgba(pixels, stride, order, top)?;
-            let bottom = Rect {
-                y: rect.y + rect.height - 2,
-                height: 2,
-                ..rect
-            };
+            let bottom = Rect::new(rect.x, rect.y + rect.height - 2, rect.width, 2);
             return self.convert_rgba(&pixels[stride * (h - 2)..], stride, order, bottom);
         }
         SCRATCH.with(|scratch| {
@@ -582,14 +576,18 @@ pub struct Rect {
 }
 
 impl Rect {
+    pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
+        Self {
+            x,
+            y,
+            width,
+            height,
+        }
+    }
+
     /// All of a picture of `size`.
     pub fn whole(size: Size) -> Self {
-        Self {
-            x: 0,
-            y: 0,
-            width: size.width,
-            height: size.height,
-        }
+        Self::new(0, 0, size.width, size.height)
     }
 
     /// This rectangle grown to even edges and clipped to a picture of `size` (even sides), or
@@ -601,12 +599,7 @@ impl Rect {
         let (x0, y0) = (self.x.min(size.width) & !1, self.y.min(size.height) & !1);
         let x1 = (self.x.saturating_add(self.width).min(size.width) + 1) & !1;
         let y1 = (self.y.saturating_add(self.height).min(size.height) + 1) & !1;
-        (x0 < x1 && y0 < y1).then_some(Rect {
-            x: x0,
-            y: y0,
-            width: x1 - x0,
-            height: y1 - y0,
-        })
+        (x0 < x1 && y0 < y1).then_some(Rect::new(x0, y0, x1 - x0, y1 - y0))
     }
 
     /// Whether `other` lies wholly inside this rectangle.
@@ -674,71 +667,41 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn converting_a_rect_changes_exactly_that_rect_grown_to_even_edges() {
-        let size = Size::new(64, 48).unwrap();
-        let (old, new) = (noise(size, 1), noise(size, 2));
-        let mut partial = I420Frame::new(size);
-        partial
-            .fill_from_rgba(&old, 64 * 4, ByteOrder::Bgra)
-            .unwrap();
-        let before = partial.clone();
-        let mut whole = I420Frame::new(size);
-        whole.fill_from_rgba(&new, 64 * 4, ByteOrder::Bgra).unwrap();
-        // Odd edges: x 5..18, y 7..30 grow to x 4..18, y 6..30.
-        let rect = Rect {
-            x: 5,
-            y: 7,
-            width: 13,
-            height: 23,
-        };
-        partial
-            .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, rect)
-            .unwrap();
-        let (py, pu, _) = partial.planes();
-        let (wy, wu, _) = whole.planes();
-        let (by, bu, _) = before.planes();
-        for row in 0..48 {
-            for col in 0..64 {
-                let inside = (4..18).contains(&col) && (6..30).contains(&row);
-                let want = if inside { wy } else { by }[row * 64 + col];
-                assert_eq!(py[row * 64 + col], want, "Y at {col},{row}");
+    /// Asserts that `got` equals `new` inside `covers` and `old` everywhere else, in all
+    /// three planes (chroma at half resolution).
+    fn assert_changed_only(
+        got: &I420Frame,
+        new: &I420Frame,
+        old: &I420Frame,
+        covers: Rect,
+        what: &str,
+    ) {
+        let Size { width, height } = got.size();
+        for (plane, shift) in [(0, 0), (1, 1), (2, 1)] {
+            let pick = |f: &I420Frame| {
+                let (y, u, v) = f.planes();
+                [y, u, v][plane].to_vec()
+            };
+            let (g, n, o) = (pick(got), pick(new), pick(old));
+            let (pw, ph) = (width >> shift, height >> shift);
+            for row in 0..ph {
+                for col in 0..pw {
+                    let inside = (covers.x >> shift..(covers.x + covers.width) >> shift)
+                        .contains(&col)
+                        && (covers.y >> shift..(covers.y + covers.height) >> shift).contains(&row);
+                    let i = (row * pw + col) as usize;
+                    let want = if inside { n[i] } else { o[i] };
+                    assert_eq!(g[i], want, "{what}: plane {plane} at {col},{row}");
+                }
             }
         }
-        for row in 0..24 {
-            for col in 0..32 {
-                let inside = (2..9).contains(&col) && (3..15).contains(&row);
-                let want = if inside { wu } else { bu }[row * 32 + col];
-                assert_eq!(pu[row * 32 + col], want, "U at {col},{row}");
-            }
-        }
-        // A rect past the edges is clipped, an empty one changes nothing.
-        let far = Rect {
-            x: 60,
-            y: 44,
-            width: 100,
-            height: 100,
-        };
-        partial
-            .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, far)
-            .unwrap();
-        assert_eq!(partial.planes().0[47 * 64 + 63], wy[47 * 64 + 63]);
-        let snapshot = partial.clone();
-        let empty = Rect {
-            x: 64,
-            y: 0,
-            width: 8,
-            height: 8,
-        };
-        partial
-            .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Bgra, empty)
-            .unwrap();
-        assert!(partial.as_bytes() == snapshot.as_bytes());
     }
 
-    /// Rectangles anywhere (touching each edge, narrow, full width), from the whole picture
-    /// and from a tight copy of just the rectangle (as a shared-memory grab gives), convert
-    /// to exactly what converting the whole picture gives inside, and nothing outside.
+    /// Rectangles anywhere (touching each edge, narrow, full width, odd edges, past the
+    /// picture, outside it), from the whole picture and, when even, from a tight copy of just
+    /// the rectangle (as a shared-memory grab gives), convert to exactly what converting the
+    /// whole picture gives inside the rectangle grown to even edges and clipped, and nothing
+    /// outside.
     #[test]
     fn every_rect_converts_exactly_its_own_pixels() {
         let size = Size::new(64, 48).unwrap();
@@ -750,85 +713,52 @@ mod tests {
         let mut whole = I420Frame::new(size);
         whole.fill_from_rgba(&new, 64 * 4, ByteOrder::Rgba).unwrap();
         assert!(whole.as_bytes() != before.as_bytes());
-        let rects = [
-            Rect {
-                x: 0,
-                y: 2,
-                width: 16,
-                height: 14,
-            },
-            Rect {
-                x: 6,
-                y: 16,
-                width: 10,
-                height: 4,
-            },
-            Rect {
-                x: 0,
-                y: 0,
-                width: 10,
-                height: 4,
-            },
-            Rect {
-                x: 40,
-                y: 30,
-                width: 24,
-                height: 18,
-            },
-            Rect {
-                x: 2,
-                y: 46,
-                width: 2,
-                height: 2,
-            },
-            Rect {
-                x: 0,
-                y: 20,
-                width: 64,
-                height: 6,
-            },
-            Rect {
-                x: 0,
-                y: 40,
-                width: 64,
-                height: 8,
-            },
+        // (rectangle, what it must cover)
+        let cases = [
+            (Rect::new(0, 2, 16, 14), Rect::new(0, 2, 16, 14)),
+            (Rect::new(6, 16, 10, 4), Rect::new(6, 16, 10, 4)),
+            (Rect::new(0, 0, 10, 4), Rect::new(0, 0, 10, 4)),
+            (Rect::new(40, 30, 24, 18), Rect::new(40, 30, 24, 18)),
+            (Rect::new(2, 46, 2, 2), Rect::new(2, 46, 2, 2)),
+            (Rect::new(0, 20, 64, 6), Rect::new(0, 20, 64, 6)),
+            (Rect::new(0, 40, 64, 8), Rect::new(0, 40, 64, 8)),
+            // Odd edges grow outwards: x 5..18, y 7..30 -> x 4..18, y 6..30.
+            (Rect::new(5, 7, 13, 23), Rect::new(4, 6, 14, 24)),
+            (Rect::new(60, 44, 100, 100), Rect::new(60, 44, 4, 4)),
+            (Rect::new(64, 0, 8, 8), Rect::new(0, 0, 0, 0)),
         ];
-        for r in rects {
+        for (r, covers) in cases {
+            let mut from_whole = before.clone();
+            from_whole
+                .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Rgba, r)
+                .unwrap();
+            assert_changed_only(
+                &from_whole,
+                &whole,
+                &before,
+                covers,
+                &format!("whole {r:?}"),
+            );
+            if r != covers {
+                continue;
+            }
             let mut tight = Vec::new();
             for y in r.y..r.y + r.height {
                 tight
                     .extend_from_slice(&new[(y * 64 + r.x) as usize * 4..][..r.width as usize * 4]);
             }
-            let mut from_whole = before.clone();
-            from_whole
-                .fill_rect_from_rgba(&new, 64 * 4, ByteOrder::Rgba, r)
-                .unwrap();
             let mut from_tight = before.clone();
             let stride = r.width as usize * 4;
             from_tight
                 .fill_region_from_rgba(&tight, stride, ByteOrder::Rgba, r)
                 .unwrap();
-            for (how, got) in [("whole", &from_whole), ("tight", &from_tight)] {
-                for (plane, shift) in [(0, 0), (1, 1), (2, 1)] {
-                    let (pw, ph) = (64 >> shift, 48 >> shift);
-                    let pick = |f: &I420Frame| match plane {
-                        0 => f.planes().0.to_vec(),
-                        1 => f.planes().1.to_vec(),
-                        _ => f.planes().2.to_vec(),
-                    };
-                    let (g, wn, b) = (pick(got), pick(&whole), pick(&before));
-                    for row in 0..ph {
-                        for col in 0..pw {
-                            let inside = (r.x >> shift..(r.x + r.width) >> shift).contains(&col)
-                                && (r.y >> shift..(r.y + r.height) >> shift).contains(&row);
-                            let i = (row * pw + col) as usize;
-                            let want = if inside { wn[i] } else { b[i] };
-                            assert_eq!(g[i], want, "{how} {r:?} plane {plane} at {col},{row}");
-                        }
-                    }
-                }
-            }
+            assert_changed_only(
+                &from_tight,
+                &whole,
+                &before,
+                covers,
+                &format!("tight {r:?}"),
+            );
         }
     }
 
@@ -851,12 +781,7 @@ mod tests {
             .unwrap();
         assert!(got.as_bytes() == want.as_bytes());
         // And a rectangle reaching the bottom, not at the left edge.
-        let r = Rect {
-            x: 8,
-            y: 40,
-            width: 16,
-            height: 8,
-        };
+        let r = Rect::new(8, 40, 16, 8);
         let mut part = I420Frame::new(size);
         part.fill_rect_from_rgba(&padded, stride, ByteOrder::Rgba, r)
             .unwrap();

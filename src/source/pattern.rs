@@ -16,7 +16,7 @@
 //! parts are drawn: a 1080p frame costs about 0.85 MB of writes (0.3 MB of them restoring),
 //! where copying the lower half back cost 1.5 MB read and written before any drawing.
 
-use super::{ByteOrder, Fill, FrameInfo, I420Frame, Source, SourceError};
+use super::{ByteOrder, Fill, FrameInfo, I420Frame, Rect, Source, SourceError};
 use crate::config::Size;
 use font8x8::UnicodeFonts;
 use std::fmt::Write as _;
@@ -132,12 +132,12 @@ impl Pattern {
         let cells_right = width / CELL * CELL;
         let band = l.band_bottom - l.band_top;
         let (text_w, text_h) = (TEXT_COLUMNS * 8 * l.text_scale, 18 * l.text_scale);
-        for (x, y, w, h) in [
-            (0, cells_bottom, width, l.band_bottom - cells_bottom),
-            (cells_right, l.band_top, width - cells_right, band),
-            (l.text_left, l.text_top, text_w, text_h),
+        for r in [
+            Rect::new(0, cells_bottom, width, l.band_bottom - cells_bottom),
+            Rect::new(cells_right, l.band_top, width - cells_right, band),
+            Rect::new(l.text_left, l.text_top, text_w, text_h),
         ] {
-            frame.copy_rect_from(&self.background, x, y, w, h);
+            frame.copy_rect_from(&self.background, r);
         }
     }
 }

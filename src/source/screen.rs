@@ -330,9 +330,7 @@ impl Screen {
         }
         std::mem::swap(frame, &mut self.truth);
         self.partial = false;
-        // Like any `scrap` grab, its changes are converted again with the next one.
-        self.before.clear();
-        self.before.extend_from_slice(&self.since);
+        self.repeat_reported();
         if verdict == Verdict::GiveUp {
             tracing::warn!(
                 "screen: the X server's damage reports miss changes ({} checks in a row); grabbing whole frames from now on",
@@ -396,9 +394,14 @@ impl Screen {
             }
             self.partial = true;
         }
-        // `scrap`'s picture may predate this report: convert its changes again next time.
-        std::mem::swap(&mut self.before, &mut self.since);
+        self.repeat_reported();
         Ok(Fill::New)
+    }
+
+    /// After a `scrap` grab, whose picture may predate this frame's report: the changes it
+    /// listed are converted again with the next grab.
+    fn repeat_reported(&mut self) {
+        self.before.clone_from(&self.since);
     }
 }
 
