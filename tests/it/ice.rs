@@ -54,15 +54,6 @@ async fn patch(
     respond(req).await
 }
 
-async fn metric(base: &str, name: &str) -> f64 {
-    get_text(&format!("{base}/metrics"))
-        .await
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickling_viewer_gets_video_and_patch_statuses_are_exact() {
     let server = TestServer::start("320x240", 30, 2.0).await;

@@ -171,21 +171,31 @@ fn draw_on_root(display: &str, x: i16, y: i16, width: u16, height: u16, rgb: u32
 }
 
 async fn frames_in(base: &str) -> u64 {
-    let body = reqwest::get(format!("{base}/api/streams"))
-        .await
+    api_at(base).await["streams"][0]["frames_in"]
+        .as_u64()
         .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["streams"][0]["frames_in"].as_u64().unwrap()
 }
 
-/// Capture follows the X server's damage reports: a still screen is not grabbed at all, and
-/// when a client draws, what it drew reaches the viewer with the rest of the picture intact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
-    let x = Xvfb::start(40 + (std::process::id() + 25) % 50, 640, 480);
+/// Pixels the screen source grabbed so far, by kind (`changed`, `whole`, `check`).
+async fn grabbed(base: &str, how: &str) -> u64 {
+    metric(
+        base,
+        &format!("whepcast_screen_grabbed_pixels_total{{grab=\"{how}\"}}"),
+    )
+    .await as u64
+}
+
+/// Where the tests draw, and what a viewer must see there.
+const DRAWN: (i16, i16, u16, u16) = (100, 80, 200, 150);
+
+/// Whether the decoded picture shows the blue rectangle drawn at [`DRAWN`].
+fn shows_blue(d: &Decoded) -> bool {
+    let p = d.last.as_ref().unwrap();
+    close(p.mean(180, 135, 40, 40), yuv_of(BLUE), 12.0)
+}
+
+/// `serve --source screen` at 30 fps of a red Xvfb `x`, and a viewer that sees the red.
+async fn serve_red_screen(x: &Xvfb) -> (Running, String, Viewer) {
     x.fill("#ff0000");
     let (server, base) = spawn_serve(
         &["--source", "screen", "--fps", "30"],
@@ -200,6 +210,22 @@ async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
                 .is_some_and(|p| close(p.mean(300, 220, 40, 40), yuv_of(RED), 12.0))
         })
         .await;
+    (server, base, viewer)
+}
+
+/// Draws the blue rectangle at [`DRAWN`] and waits for the viewer to show it.
+async fn draw_blue_and_see_it(x: &Xvfb, viewer: &mut Viewer) -> Decoded {
+    let (rx, ry, rw, rh) = DRAWN;
+    draw_on_root(&x.display, rx, ry, rw, rh, 0x0000ff);
+    viewer.wait_for("the blue rectangle", shows_blue).await
+}
+
+/// Capture follows the X server's damage reports: a still screen is not grabbed at all, and
+/// when a client draws, what it drew reaches the viewer with the rest of the picture intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
+    let x = Xvfb::start(40 + (std::process::id() + 25) % 50, 640, 480);
+    let (server, base, mut viewer) = serve_red_screen(&x).await;
 
     // Nothing is drawn for 1.5 s: at 30 fps that was 45 grabs; now none (the first two
     // after the start are whole grabs, taken before this window).
@@ -212,24 +238,17 @@ async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
         "{still} frames grabbed from a screen nobody drew on"
     );
 
-    // A client draws a blue rectangle: it shows, and the red around it stays.
-    draw_on_root(&x.display, 100, 80, 200, 150, 0x0000ff);
-    let d = viewer
-        .wait_for("the blue rectangle", |d| {
-            let p = d.last.as_ref().unwrap();
-            close(p.mean(180, 135, 40, 40), yuv_of(BLUE), 12.0)
-        })
-        .await;
-    // ... and stays so in every later frame: both encoder buffers got the rectangle.
+    // A client draws a blue rectangle: it shows, and the red around it stays ...
+    let d = draw_blue_and_see_it(&x, &mut viewer).await;
     let shown = |d: &Decoded| {
         let p = d.last.as_ref().unwrap();
-        let blue = close(p.mean(180, 135, 40, 40), yuv_of(BLUE), 12.0);
         let red = [(50, 50), (500, 300), (200, 400), (350, 150)]
             .iter()
             .all(|&(cx, cy)| close(p.mean(cx - 10, cy - 10, 20, 20), yuv_of(RED), 12.0));
-        blue && red
+        shows_blue(d) && red
     };
     assert!(shown(&d), "red kept around the blue rectangle");
+    // ... and stays so in every later frame: both encoder buffers got the rectangle.
     let seen = d.frames;
     let d = viewer
         .wait_for("three more frames", |d| d.frames >= seen + 3)
@@ -241,27 +260,16 @@ async fn a_still_screen_is_not_grabbed_and_a_drawing_on_it_is_seen() {
     let drawn = frames_in(&base).await - before - still;
     assert_eq!(drawn, 1, "grabs for one drawing");
     // Only the drawn rectangle was grabbed, never the whole screen again.
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let grabbed = |how: &str| {
-        let line = format!("whepcast_screen_grabbed_pixels_total{{grab=\"{how}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(&line)
-                    .map(|v| v.trim().parse::<u64>().unwrap())
-            })
-            .unwrap_or(0)
-    };
-    let (changed, whole) = (grabbed("changed"), grabbed("whole"));
-    assert_eq!(whole, 2 * 640 * 480, "whole grabs: the first two only");
+    let changed = grabbed(&base, "changed").await;
+    assert_eq!(
+        grabbed(&base, "whole").await,
+        2 * 640 * 480,
+        "whole grabs: the first two only"
+    );
+    let (w, h) = (u64::from(DRAWN.2), u64::from(DRAWN.3));
     assert!(
-        (200 * 150..=202 * 152).contains(&changed),
-        "{changed} pixels grabbed for a 200x150 drawing"
+        (w * h..=(w + 2) * (h + 2)).contains(&changed),
+        "{changed} pixels grabbed for a {w}x{h} drawing"
     );
     viewer.close().await;
     stop(server);
@@ -277,42 +285,18 @@ async fn without_damage_reports_every_frame_is_grabbed_whole() {
         480,
         &["-extension", "DAMAGE"],
     );
-    x.fill("#ff0000");
-    let (server, base) = spawn_serve(
-        &["--source", "screen", "--fps", "30"],
-        &[("DISPLAY", &x.display)],
-        Stdio::null(),
-    );
-    let mut viewer = Viewer::connect(&format!("{base}/whep")).await;
-    viewer
-        .wait_for("the red screen", |d| {
-            d.last
-                .as_ref()
-                .is_some_and(|p| close(p.mean(300, 220, 40, 40), yuv_of(RED), 12.0))
-        })
-        .await;
+    let (server, base, mut viewer) = serve_red_screen(&x).await;
     let before = frames_in(&base).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let grabbed = frames_in(&base).await - before;
+    let grabbed_frames = frames_in(&base).await - before;
     assert!(
-        grabbed >= 15,
-        "{grabbed} grabs in 1 s at 30 fps without damage reports"
+        grabbed_frames >= 15,
+        "{grabbed_frames} grabs in 1 s at 30 fps without damage reports"
     );
-    draw_on_root(&x.display, 100, 80, 200, 150, 0x0000ff);
-    viewer
-        .wait_for("the blue rectangle", |d| {
-            let p = d.last.as_ref().unwrap();
-            close(p.mean(180, 135, 40, 40), yuv_of(BLUE), 12.0)
-        })
-        .await;
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        !metrics.contains("grab=\"changed\"} ") || metrics.contains("grab=\"changed\"} 0"),
+    draw_blue_and_see_it(&x, &mut viewer).await;
+    assert_eq!(
+        grabbed(&base, "changed").await,
+        0,
         "nothing grabbed in part without damage reports"
     );
     viewer.close().await;

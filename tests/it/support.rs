@@ -630,6 +630,17 @@ pub fn stop(child: Running) {
     drop(child);
 }
 
+/// The sum of the values of every `/metrics` line that starts with `name` (a metric name,
+/// or a name with its labels); 0 when there is none.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    get_text(&format!("{base}/metrics"))
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `GET {base}/api/streams`, parsed (for a server in another process).
 pub async fn api_at(base: &str) -> serde_json::Value {
     serde_json::from_str(&get_text(&format!("{base}/api/streams")).await).unwrap()
