@@ -19,7 +19,7 @@
 use crate::config::{Bitrate, EncodeSettings, Size};
 use crate::rtc::RtcConfig;
 use crate::server::{ServeConfig, ServeError, Server, StreamConfig};
-use crate::source::{push, FramePusher, Pixels, SourceError};
+use crate::source::{push, FramePusher, Pixels, Rect, SourceError};
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
@@ -151,6 +151,14 @@ impl Broadcaster {
     /// it replaces a picture not yet sent, so pushing faster than the frame rate is harmless.
     pub fn push_frame(&self, pixels: Pixels<'_>) -> Result<(), SourceError> {
         self.pusher.push(pixels)
+    }
+
+    /// Offers the next picture when only `changed` differs from the one pushed before (what
+    /// a program that tracks what it redraws knows): only those rectangles are converted and
+    /// copied, the cheapest way to stream a mostly still picture. See
+    /// [`FramePusher::push_changed`].
+    pub fn push_changed(&self, pixels: Pixels<'_>, changed: &[Rect]) -> Result<(), SourceError> {
+        self.pusher.push_changed(pixels, changed)
     }
 
     /// A pusher handle to give to another thread.

@@ -329,25 +329,46 @@ impl I420Frame {
 
     /// Copies or converts a picture of this frame's size into it.
     pub fn fill_from(&mut self, pixels: Pixels<'_>) -> Result<(), SourceError> {
+        self.fill_rect_from(pixels, Rect::whole(self.size))
+    }
+
+    /// Like [`I420Frame::fill_from`] (same picture, same checks), but only `rect`, grown to
+    /// even edges and clipped to the frame; the rest of the frame keeps what it had.
+    pub fn fill_rect_from(&mut self, pixels: Pixels<'_>, rect: Rect) -> Result<(), SourceError> {
         match pixels {
-            Pixels::Rgba { data, stride } => self.fill_from_rgba(data, stride, ByteOrder::Rgba),
-            Pixels::Bgra { data, stride } => self.fill_from_rgba(data, stride, ByteOrder::Bgra),
+            Pixels::Rgba { data, stride } => {
+                self.fill_rect_from_rgba(data, stride, ByteOrder::Rgba, rect)
+            }
+            Pixels::Bgra { data, stride } => {
+                self.fill_rect_from_rgba(data, stride, ByteOrder::Bgra, rect)
+            }
             Pixels::I420 {
                 y,
                 u,
                 v,
                 y_stride,
                 uv_stride,
-            } => self.fill_from_i420([y, u, v], y_stride, uv_stride),
+            } => self.fill_rect_from_i420([y, u, v], y_stride, uv_stride, rect),
         }
     }
 
     /// Copies planar I420 (any strides; a source wider or taller than this frame is cropped).
     pub fn fill_from_i420(
         &mut self,
+        planes: [&[u8]; 3],
+        y_stride: usize,
+        uv_stride: usize,
+    ) -> Result<(), SourceError> {
+        self.fill_rect_from_i420(planes, y_stride, uv_stride, Rect::whole(self.size))
+    }
+
+    /// [`I420Frame::fill_from_i420`] of only `rect` (grown to even edges, clipped).
+    fn fill_rect_from_i420(
+        &mut self,
         [y, u, v]: [&[u8]; 3],
         y_stride: usize,
         uv_stride: usize,
+        rect: Rect,
     ) -> Result<(), SourceError> {
         let Size { width, height } = self.size;
         let (w, h) = (width as usize, height as usize);
@@ -366,13 +387,19 @@ impl I420Frame {
         if uv_stride < cw || u.len() < need_c || v.len() < need_c {
             return Err(too_small(u.len().min(v.len()), need_c, uv_stride));
         }
+        let Some(r) = rect.to_even(self.size) else {
+            return Ok(());
+        };
+        let (x0, x1) = (r.x as usize, (r.x + r.width) as usize);
+        let (y0, y1) = (r.y as usize, (r.y + r.height) as usize);
         let (fy, fu, fv) = self.planes_mut();
-        for row in 0..h {
-            fy[row * w..(row + 1) * w].copy_from_slice(&y[row * y_stride..row * y_stride + w]);
+        for row in y0..y1 {
+            fy[row * w + x0..row * w + x1].copy_from_slice(&y[row * y_stride + x0..][..x1 - x0]);
         }
-        for row in 0..ch {
-            let dst = row * cw..(row + 1) * cw;
-            let src = row * uv_stride..row * uv_stride + cw;
+        let (cx0, cx1) = (x0 / 2, x1 / 2);
+        for row in y0 / 2..y1 / 2 {
+            let dst = row * cw + cx0..row * cw + cx1;
+            let src = row * uv_stride + cx0..row * uv_stride + cx1;
             fu[dst.clone()].copy_from_slice(&u[src.clone()]);
             fv[dst].copy_from_slice(&v[src]);
         }

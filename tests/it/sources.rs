@@ -546,6 +546,20 @@ async fn the_canvas_example_reaches_a_viewer() {
         })
         .await;
     assert_eq!(d.size, Some((640, 360)));
+    // The example pushes only what moved: the ball's old box must have been redrawn as sky,
+    // or the ball leaves a trail. Yellow (low U) covers one ball, ~1250 chroma samples.
+    let yellow = d
+        .last
+        .as_ref()
+        .unwrap()
+        .u
+        .iter()
+        .filter(|&&u| u < 90)
+        .count();
+    assert!(
+        (600..1800).contains(&yellow),
+        "{yellow} yellow chroma samples: a trail?"
+    );
     viewer.close().await;
     stop(child);
 }
