@@ -9,7 +9,16 @@
 //!
 //! Both encode the same pictures with the same encoder settings, in one run; then the same
 //! frames are encoded once more and decoded back for the mean PSNR-Y. Content: the test
-//! pattern, and a desktop-like picture (windows, text, a line being typed, a moving pointer).
+//! pattern, and a desktop-like picture (windows, text, a line being typed, a moving pointer)
+//! three ways: converted whole from RGBA every frame (the worst case: a program that cannot
+//! say what changed), pushed with the rectangles it redrew (`FramePusher::push_changed`), and
+//! shown on an X screen and captured by the `screen` source (which asks the server what
+//! changed; needs the Xvfb `scripts/bench.sh encoder` starts).
+//!
+//! Which of bare and pipeline runs first alternates between rounds. `ENCODER_BENCH_AA=1`
+//! replaces the pipeline by a second bare run: the spread of those ratios around 1 is what
+//! this machine can resolve. An argument runs only the rows whose "content size" has it
+//! (`cargo bench --bench encoder -- 1080`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +28,8 @@ use whepcast::broadcast::Packetizer;
 use whepcast::config::{Bitrate, EncodeSettings, Size};
 use whepcast::encode::{Encoder, Worker};
 use whepcast::source::{
-    ByteOrder, FrameInfo, I420Frame, OpenOptions, Pattern, Rect, Source, SourceSpec,
+    ByteOrder, FrameInfo, FramePusher, I420Frame, OpenOptions, Pattern, Pixels, PushSource, Rect,
+    Source, SourceSpec,
 };
 
 fn info(number: u64) -> FrameInfo {
@@ -235,6 +245,51 @@ impl Content for ScreenDesktop {
     }
 }
 
+/// The desktop picture pushed by a program through whepcast's push API with the rectangles
+/// it redrew (`FramePusher::push_changed`): what a renderer that tracks its damage pays.
+struct PushedDesktop {
+    desktop: Desktop,
+    pusher: FramePusher,
+    source: PushSource,
+    changed: Vec<Rect>,
+    first: bool,
+}
+
+impl PushedDesktop {
+    fn new(size: Size) -> Self {
+        let (pusher, source) = whepcast::source::push::channel(size);
+        Self {
+            desktop: Desktop::new(size),
+            pusher,
+            source,
+            changed: Vec::new(),
+            first: true,
+        }
+    }
+}
+
+impl Content for PushedDesktop {
+    fn draw(&mut self, frame: &mut I420Frame, n: u64) {
+        self.desktop.update(n, &mut self.changed);
+        let pixels = Pixels::Rgba {
+            data: &self.desktop.rgba,
+            stride: self.desktop.size.width as usize * 4,
+        };
+        if std::mem::take(&mut self.first) {
+            self.pusher.push(pixels).unwrap();
+        } else {
+            self.pusher.push_changed(pixels, &self.changed).unwrap();
+        }
+        self.source.fill(frame, info(n)).unwrap();
+    }
+    fn fills_any_frame(&self) -> bool {
+        false
+    }
+    fn changed(&self) -> Option<&[Rect]> {
+        self.source.changed()
+    }
+}
+
 /// Dark 8x8 text on the RGBA picture.
 fn draw_text(rgba: &mut [u8], w: usize, x: usize, y: usize, text: &str) {
     use font8x8::UnicodeFonts;
@@ -439,6 +494,10 @@ fn main() {
         let mut kinds: Vec<(&str, MakeContent)> = vec![
             ("pattern", Box::new(move || Box::new(Pattern::new(size)))),
             ("desktop", Box::new(move || Box::new(Desktop::new(size)))),
+            (
+                "desktop pushed with changed areas",
+                Box::new(move || Box::new(PushedDesktop::new(size))),
+            ),
         ];
         if ScreenDesktop::open(size).is_some() {
             kinds.push((
