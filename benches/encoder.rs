@@ -486,6 +486,10 @@ fn psnr_y(src: &I420Frame, dec: &openh264::decoder::DecodedYUV<'_>) -> f64 {
 }
 
 fn main() {
+    // The server's allocator settings: where OpenH264's buffers land changes its speed by
+    // up to ~8 % (with glibc's defaults, big buffers freed earlier in this process move
+    // later ones off mmap, and the pipeline's encoder came out slower than bare for it).
+    whepcast::server::tune_allocator();
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!("| content | size | bare openh264 fps | whepcast pipeline fps | ratio of bests | ratio within a round (median) | encode ms/frame bare / in pipeline | PSNR-Y dB at 2.5 Mbit/s |");
     println!("|---|---|---|---|---|---|---|---|");

@@ -168,19 +168,6 @@ fn ice_servers(args: &ServeArgs) -> anyhow::Result<Vec<IceServer>> {
     Ok(servers)
 }
 
-/// glibc gives each thread its own arena and raises its mmap threshold after big frees, so a
-/// server whose viewers come and go keeps their freed buffers resident. Two arenas and a fixed
-/// 64 KiB threshold (big session buffers are mmapped and truly freed) bring RSS back close to
-/// where it started after churn (BENCHMARKS.md, session churn).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called first thing, before any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-    }
-}
-
 /// What remains after that is glibc's per-thread cache (tcache: up to 7 freed chunks per size
 /// class and thread, which `malloc_trim` cannot release): chunks of closed sessions held by
 /// the runtime's threads pin ~1.8 MB of pages. One chunk per class instead of 7 gives that back
@@ -219,7 +206,7 @@ fn limit_thread_cache() {}
 
 fn main() -> std::process::ExitCode {
     limit_thread_cache();
-    tune_allocator();
+    whepcast::server::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHEPCAST_LOG")

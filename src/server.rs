@@ -26,6 +26,20 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// glibc gives each thread its own arena and raises its mmap threshold after big frees, so a
+/// server whose viewers come and go keeps their freed buffers resident. Two arenas and a fixed
+/// 64 KiB threshold (big session buffers are mmapped and truly freed) bring RSS back close to
+/// where it started after churn (BENCHMARKS.md, session churn). Call it first thing, before
+/// any thread starts (the binary does; benchmarks do, to measure what the binary runs).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+    }
+}
+
 /// One stream to serve.
 pub struct StreamConfig {
     /// URL-safe name: the stream is at `/whep/{name}` and `/view/{name}`.
