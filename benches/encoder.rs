@@ -45,6 +45,7 @@ struct Desktop {
     size: Size,
     rgba: Vec<u8>,
     base: Vec<u8>,
+    changed: Vec<Rect>,
 }
 
 impl Desktop {
@@ -81,6 +82,7 @@ impl Desktop {
             size,
             rgba: base.clone(),
             base,
+            changed: Vec::new(),
         }
     }
 
@@ -141,10 +143,13 @@ impl Desktop {
         }
     }
 
+    /// Draws picture `n` (redrawing only what moves, as `update`) and converts all of it: a
+    /// program that cannot say what changed.
     fn fill(&mut self, frame: &mut I420Frame, n: u64) {
         let w = self.size.width as usize;
-        self.rgba.copy_from_slice(&self.base);
-        self.draw_moving_parts(n);
+        let mut changed = std::mem::take(&mut self.changed);
+        self.update(n, &mut changed);
+        self.changed = changed;
         frame
             .fill_from_rgba(&self.rgba, w * 4, ByteOrder::Rgba)
             .unwrap();
