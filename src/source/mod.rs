@@ -728,7 +728,7 @@ mod tests {
     /// picture, outside it), from the whole picture and, when even, from a tight copy of just
     /// the rectangle (as a shared-memory grab gives), convert to exactly what converting the
     /// whole picture gives inside the rectangle grown to even edges and clipped, and nothing
-    /// outside.
+    /// outside; and so does copying the rectangle from that picture in padded I420.
     #[test]
     fn every_rect_converts_exactly_its_own_pixels() {
         let size = Size::new(64, 48).unwrap();
@@ -754,6 +754,16 @@ mod tests {
             (Rect::new(60, 44, 100, 100), Rect::new(60, 44, 4, 4)),
             (Rect::new(64, 0, 8, 8), Rect::new(0, 0, 0, 0)),
         ];
+        // The same new picture as padded I420 (strides wider than the picture).
+        let (ys, cs) = (64 + 6, 32 + 3);
+        let pad = |plane: &[u8], w: usize, stride: usize| -> Vec<u8> {
+            plane
+                .chunks_exact(w)
+                .flat_map(|row| row.iter().copied().chain([7; 8].into_iter().take(stride - w)))
+                .collect()
+        };
+        let (wy, wu, wv) = whole.planes();
+        let (py, pu, pv) = (pad(wy, 64, ys), pad(wu, 32, cs), pad(wv, 32, cs));
         for (r, covers) in cases {
             let mut from_whole = before.clone();
             from_whole
@@ -766,6 +776,16 @@ mod tests {
                 covers,
                 &format!("whole {r:?}"),
             );
+            let mut from_i420 = before.clone();
+            let i420 = Pixels::I420 {
+                y: &py,
+                u: &pu,
+                v: &pv,
+                y_stride: ys,
+                uv_stride: cs,
+            };
+            from_i420.fill_rect_from(i420, r).unwrap();
+            assert_changed_only(&from_i420, &whole, &before, covers, &format!("I420 {r:?}"));
             if r != covers {
                 continue;
             }
