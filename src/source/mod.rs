@@ -759,7 +759,11 @@ mod tests {
         let pad = |plane: &[u8], w: usize, stride: usize| -> Vec<u8> {
             plane
                 .chunks_exact(w)
-                .flat_map(|row| row.iter().copied().chain([7; 8].into_iter().take(stride - w)))
+                .flat_map(|row| {
+                    row.iter()
+                        .copied()
+                        .chain([7; 8].into_iter().take(stride - w))
+                })
                 .collect()
         };
         let (wy, wu, wv) = whole.planes();
