@@ -370,23 +370,8 @@ impl I420Frame {
         uv_stride: usize,
         rect: Rect,
     ) -> Result<(), SourceError> {
-        let Size { width, height } = self.size;
-        let (w, h) = (width as usize, height as usize);
-        let (cw, ch) = (w / 2, h / 2);
-        let too_small = |got: usize, need: usize, stride: usize| SourceError::BufferTooSmall {
-            got,
-            need,
-            size: self.size,
-            stride,
-        };
-        let need_y = y_stride * (h - 1) + w;
-        let need_c = uv_stride * (ch - 1) + cw;
-        if y_stride < w || y.len() < need_y {
-            return Err(too_small(y.len(), need_y, y_stride));
-        }
-        if uv_stride < cw || u.len() < need_c || v.len() < need_c {
-            return Err(too_small(u.len().min(v.len()), need_c, uv_stride));
-        }
+        self.check_i420([y, u, v], y_stride, uv_stride)?;
+        let (w, cw) = (self.size.width as usize, self.size.width as usize / 2);
         let Some(r) = rect.to_even(self.size) else {
             return Ok(());
         };
@@ -454,22 +439,64 @@ impl I420Frame {
                 self.size
             )));
         }
-        let need = stride * (rect.height as usize - 1) + rect.width as usize * 4;
-        if stride < rect.width as usize * 4 || pixels.len() < need {
-            return Err(SourceError::BufferTooSmall {
-                got: pixels.len(),
-                need,
-                size: self.size,
-                stride,
-            });
-        }
+        self.fits(
+            pixels,
+            stride,
+            rect.width as usize * 4,
+            rect.height as usize,
+        )?;
         self.convert_rgba(pixels, stride, order, rect)
+    }
+
+    /// Whether `pixels` holds a whole picture of this frame's size: what every `fill_*` checks
+    /// before converting anything.
+    pub fn check(&self, pixels: Pixels<'_>) -> Result<(), SourceError> {
+        match pixels {
+            Pixels::Rgba { data, stride } | Pixels::Bgra { data, stride } => {
+                self.check_rgba(data, stride)
+            }
+            Pixels::I420 {
+                y,
+                u,
+                v,
+                y_stride,
+                uv_stride,
+            } => self.check_i420([y, u, v], y_stride, uv_stride),
+        }
     }
 
     fn check_rgba(&self, pixels: &[u8], stride: usize) -> Result<(), SourceError> {
         let Size { width, height } = self.size;
-        let need = stride * (height as usize - 1) + width as usize * 4;
-        if stride < width as usize * 4 || pixels.len() < need {
+        self.fits(pixels, stride, width as usize * 4, height as usize)
+    }
+
+    fn check_i420(
+        &self,
+        [y, u, v]: [&[u8]; 3],
+        y_stride: usize,
+        uv_stride: usize,
+    ) -> Result<(), SourceError> {
+        let (w, h) = (self.size.width as usize, self.size.height as usize);
+        self.fits(y, y_stride, w, h)?;
+        let shorter = if u.len() < v.len() { u } else { v };
+        self.fits(shorter, uv_stride, w / 2, h / 2)
+    }
+
+    /// Whether `rows` rows of `row_bytes` bytes, `stride` bytes apart, fit in `pixels`. Any
+    /// stride is checked without overflow (it comes from the caller); strides the colour
+    /// converter cannot take (4 GiB and more) do not fit.
+    fn fits(
+        &self,
+        pixels: &[u8],
+        stride: usize,
+        row_bytes: usize,
+        rows: usize,
+    ) -> Result<(), SourceError> {
+        let need = stride
+            .checked_mul(rows.saturating_sub(1))
+            .and_then(|n| n.checked_add(row_bytes))
+            .unwrap_or(usize::MAX);
+        if stride < row_bytes || pixels.len() < need || u32::try_from(stride).is_err() {
             return Err(SourceError::BufferTooSmall {
                 got: pixels.len(),
                 need,

@@ -22,11 +22,15 @@ use std::sync::{Arc, Mutex};
 /// pipeline copies each one; many tiny ones cost more than one bigger copy).
 const MAX_RECTS: usize = 32;
 
+/// Spare buffers kept for whole pushes: one per thread pushing at the same moment, and two
+/// is already more than a program needs.
+const SPARES: usize = 2;
+
 struct Mailbox {
     size: Size,
     staged: Mutex<Staged>,
-    /// A buffer for the next whole push, converted into outside the lock.
-    spare: Mutex<Option<I420Frame>>,
+    /// Buffers for the next whole pushes, converted into outside the `staged` lock.
+    spare: Mutex<Vec<I420Frame>>,
     closed: AtomicBool,
 }
 
@@ -66,7 +70,7 @@ pub fn channel(size: Size) -> (FramePusher, PushSource) {
             whole: false,
             changed: Vec::new(),
         }),
-        spare: Mutex::new(None),
+        spare: Mutex::new(Vec::new()),
         closed: AtomicBool::new(false),
     });
     (
@@ -95,25 +99,29 @@ impl FramePusher {
     pub fn push(&self, pixels: Pixels<'_>) -> Result<(), SourceError> {
         let mb = &self.mailbox;
         let mut frame = lock(&mb.spare)
-            .take()
+            .pop()
             .unwrap_or_else(|| I420Frame::new(mb.size));
-        if let Err(e) = frame.fill_from(pixels) {
-            *lock(&mb.spare) = Some(frame);
-            return Err(e);
+        let converted = frame.fill_from(pixels);
+        if converted.is_ok() {
+            let mut staged = lock(&mb.staged);
+            std::mem::swap(&mut staged.frame, &mut frame);
+            staged.whole = true;
+            staged.changed.clear();
         }
-        let mut staged = lock(&mb.staged);
-        std::mem::swap(&mut staged.frame, &mut frame);
-        staged.whole = true;
-        staged.changed.clear();
-        drop(staged);
-        *lock(&mb.spare) = Some(frame);
-        Ok(())
+        let mut spare = lock(&mb.spare);
+        if spare.len() < SPARES {
+            spare.push(frame);
+        }
+        converted
     }
 
     /// Offers a picture that differs from the one pushed before only inside `changed`
     /// (rectangles in pixels; parts outside the picture are ignored). `pixels` is the whole
     /// picture, but only the changed rectangles are read: what the program drew elsewhere
     /// since its last push is not shown until a push covers it. No rectangles: nothing new.
+    ///
+    /// The rectangles are converted while the stream cannot take the picture (a lock), so
+    /// many small ones cost the stream nothing but a short wait.
     pub fn push_changed(&self, pixels: Pixels<'_>, changed: &[Rect]) -> Result<(), SourceError> {
         let size = self.mailbox.size;
         if changed.iter().any(|r| r.contains(Rect::whole(size))) {
@@ -121,19 +129,35 @@ impl FramePusher {
         }
         let mut staged = lock(&self.mailbox.staged);
         let staged = &mut *staged;
-        for r in changed.iter().filter_map(|r| r.to_even(size)) {
-            staged.frame.fill_rect_from(pixels, r)?;
-            if !staged.whole {
-                staged.changed.push(r);
+        staged.frame.check(pixels)?;
+        let rects = changed.iter().filter_map(|r| r.to_even(size));
+        if staged.whole {
+            // Still a whole new picture, with these parts newer.
+            for r in rects {
+                staged.frame.fill_rect_from(pixels, r)?;
             }
+            return Ok(());
         }
-        if staged.changed.len() > MAX_RECTS {
-            // The staged frame is right only inside the rectangles: convert all of their
-            // bounding box from this, the newest, picture.
-            if let Some(all) = staged.changed.drain(..).reduce(Rect::union) {
+        if staged.changed.len() + rects.clone().count() > MAX_RECTS {
+            // Too many to copy one by one: their bounding box instead, all of it converted
+            // from this, the newest, picture (the staged frame is right only inside the
+            // rectangles).
+            let all = staged
+                .changed
+                .iter()
+                .copied()
+                .chain(rects)
+                .reduce(Rect::union);
+            if let Some(all) = all {
                 staged.frame.fill_rect_from(pixels, all)?;
+                staged.changed.clear();
                 staged.changed.push(all);
             }
+            return Ok(());
+        }
+        for r in rects {
+            staged.frame.fill_rect_from(pixels, r)?;
+            staged.changed.push(r);
         }
         Ok(())
     }
@@ -299,6 +323,25 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_push_replaces_changes_not_yet_taken() {
+        let (pusher, mut source) = channel(size());
+        let mut canvas = I420Frame::new(size());
+        let mut rgba = picture(GREY);
+        pusher.push(pixels(&rgba)).unwrap();
+        take(&mut source, &mut canvas);
+        let r = Rect::new(4, 4, 8, 8);
+        paint(&mut rgba, r, RED);
+        pusher.push_changed(pixels(&rgba), &[r]).unwrap();
+        let blue = picture(BLUE);
+        pusher.push(pixels(&blue)).unwrap();
+        assert!(matches!(take(&mut source, &mut canvas), Fill::New));
+        assert_eq!(source.changed(), None);
+        // The red rectangle is not taken later from whatever buffer the pusher holds now.
+        assert!(matches!(take(&mut source, &mut canvas), Fill::Unchanged));
+        assert!(canvas.as_bytes() == converted(&blue).as_bytes());
+    }
+
+    #[test]
     fn many_small_changes_are_merged_and_a_covering_one_is_a_whole_push() {
         let (pusher, mut source) = channel(size());
         let mut canvas = I420Frame::new(size());
@@ -329,13 +372,21 @@ mod tests {
         let short = vec![0u8; 100];
         assert!(pusher.push(pixels(&short)).is_err());
         let r = Rect::new(0, 0, 4, 4);
-        assert!(pusher.push_changed(pixels(&short), &[r]).is_err());
+        let outside = Rect::new(W, 0, 4, 4);
+        for rects in [&[r][..], &[], &[outside]] {
+            assert!(pusher.push_changed(pixels(&short), rects).is_err());
+        }
+        // A stride that overflows any size computation.
+        let huge = Pixels::Rgba {
+            data: &short,
+            stride: usize::MAX / 2,
+        };
+        assert!(pusher.push(huge).is_err());
+        assert!(pusher.push_changed(huge, &[r]).is_err());
         assert!(matches!(take(&mut source, &mut canvas), Fill::Unchanged));
         // Outside the picture: nothing to take.
         let rgba = picture(RED);
-        pusher
-            .push_changed(pixels(&rgba), &[Rect::new(W, 0, 4, 4)])
-            .unwrap();
+        pusher.push_changed(pixels(&rgba), &[outside]).unwrap();
         assert!(matches!(take(&mut source, &mut canvas), Fill::Unchanged));
         pusher.close();
         assert!(matches!(take(&mut source, &mut canvas), Fill::Ended));
