@@ -399,8 +399,7 @@ impl I420Frame {
         stride: usize,
         order: ByteOrder,
     ) -> Result<(), SourceError> {
-        self.check_rgba(pixels, stride)?;
-        self.convert_rgba(pixels, stride, order, Rect::whole(self.size))
+        self.fill_rect_from_rgba(pixels, stride, order, Rect::whole(self.size))
     }
 
     /// Like [`I420Frame::fill_from_rgba`] (same picture, same checks), but converts only

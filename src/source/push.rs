@@ -252,143 +252,165 @@ mod tests {
         f
     }
 
-    /// The pipeline taking a picture into its canvas.
-    fn take(source: &mut PushSource, canvas: &mut I420Frame) -> Fill {
-        source.fill(canvas, info()).unwrap()
-    }
-
     const GREY: [u8; 4] = [120, 120, 120, 255];
     const RED: [u8; 4] = [230, 20, 20, 255];
     const BLUE: [u8; 4] = [20, 20, 230, 255];
 
+    /// Both ends of a push channel, the pipeline's canvas and the program's picture.
+    struct Rig {
+        pusher: FramePusher,
+        source: PushSource,
+        canvas: I420Frame,
+        rgba: Vec<u8>,
+    }
+
+    impl Rig {
+        /// Nothing pushed yet; the program's picture is grey.
+        fn new() -> Self {
+            let (pusher, source) = channel(size());
+            Self {
+                pusher,
+                source,
+                canvas: I420Frame::new(size()),
+                rgba: picture(GREY),
+            }
+        }
+
+        /// The grey picture pushed whole and taken.
+        fn taken() -> Self {
+            let mut rig = Self::new();
+            rig.pusher.push(pixels(&rig.rgba)).unwrap();
+            rig.take();
+            rig
+        }
+
+        /// The pipeline taking a picture into its canvas.
+        fn take(&mut self) -> Fill {
+            self.source.fill(&mut self.canvas, info()).unwrap()
+        }
+
+        /// Paints `r` on the program's picture and pushes it as changed.
+        fn paint_and_push(&mut self, r: Rect, c: [u8; 4]) {
+            paint(&mut self.rgba, r, c);
+            self.pusher.push_changed(pixels(&self.rgba), &[r]).unwrap();
+        }
+
+        /// Whether the canvas holds `rgba`.
+        fn shows(&self, rgba: &[u8]) -> bool {
+            self.canvas.as_bytes() == converted(rgba).as_bytes()
+        }
+    }
+
     #[test]
     fn only_the_changed_rectangles_are_taken() {
-        let (pusher, mut source) = channel(size());
-        let mut canvas = I420Frame::new(size());
-        let mut rgba = picture(GREY);
-        pusher.push(pixels(&rgba)).unwrap();
-        assert!(matches!(take(&mut source, &mut canvas), Fill::New));
-        assert_eq!(source.changed(), None, "a whole push changes everything");
+        let mut rig = Rig::new();
+        rig.pusher.push(pixels(&rig.rgba)).unwrap();
+        assert!(matches!(rig.take(), Fill::New));
+        assert_eq!(
+            rig.source.changed(),
+            None,
+            "a whole push changes everything"
+        );
 
         let r = Rect::new(9, 5, 8, 9);
-        paint(&mut rgba, r, RED);
-        let told = rgba.clone();
+        paint(&mut rig.rgba, r, RED);
+        let told = rig.rgba.clone();
         // Drawn but not declared: must not be shown.
-        paint(&mut rgba, Rect::new(40, 30, 6, 6), BLUE);
-        pusher.push_changed(pixels(&rgba), &[r]).unwrap();
-        assert!(matches!(take(&mut source, &mut canvas), Fill::New));
-        assert_eq!(source.changed(), Some(&[Rect::new(8, 4, 10, 10)][..]));
-        assert!(canvas.as_bytes() == converted(&told).as_bytes());
-        assert!(matches!(take(&mut source, &mut canvas), Fill::Unchanged));
+        paint(&mut rig.rgba, Rect::new(40, 30, 6, 6), BLUE);
+        rig.pusher.push_changed(pixels(&rig.rgba), &[r]).unwrap();
+        assert!(matches!(rig.take(), Fill::New));
+        assert_eq!(rig.source.changed(), Some(&[Rect::new(8, 4, 10, 10)][..]));
+        assert!(rig.shows(&told));
+        assert!(matches!(rig.take(), Fill::Unchanged));
     }
 
     #[test]
     fn changes_pushed_between_takes_add_up() {
-        let (pusher, mut source) = channel(size());
-        let mut canvas = I420Frame::new(size());
-        let mut rgba = picture(GREY);
-        pusher.push(pixels(&rgba)).unwrap();
-        take(&mut source, &mut canvas);
+        let mut rig = Rig::taken();
         let (a, b) = (Rect::new(2, 2, 6, 6), Rect::new(30, 20, 10, 4));
-        paint(&mut rgba, a, RED);
-        pusher.push_changed(pixels(&rgba), &[a]).unwrap();
-        paint(&mut rgba, b, BLUE);
-        pusher.push_changed(pixels(&rgba), &[b]).unwrap();
-        assert!(matches!(take(&mut source, &mut canvas), Fill::New));
-        assert_eq!(source.changed(), Some(&[a, b][..]));
-        assert!(canvas.as_bytes() == converted(&rgba).as_bytes());
+        rig.paint_and_push(a, RED);
+        rig.paint_and_push(b, BLUE);
+        assert!(matches!(rig.take(), Fill::New));
+        assert_eq!(rig.source.changed(), Some(&[a, b][..]));
+        assert!(rig.shows(&rig.rgba));
     }
 
     #[test]
     fn changes_on_a_whole_picture_not_yet_taken_make_one_whole_picture() {
-        let (pusher, mut source) = channel(size());
-        let mut canvas = I420Frame::new(size());
-        let mut rgba = picture(GREY);
-        pusher.push(pixels(&rgba)).unwrap();
-        let r = Rect::new(10, 10, 4, 4);
-        paint(&mut rgba, r, RED);
-        pusher.push_changed(pixels(&rgba), &[r]).unwrap();
-        assert!(matches!(take(&mut source, &mut canvas), Fill::New));
-        assert_eq!(source.changed(), None);
-        assert!(canvas.as_bytes() == converted(&rgba).as_bytes());
+        let mut rig = Rig::new();
+        rig.pusher.push(pixels(&rig.rgba)).unwrap();
+        rig.paint_and_push(Rect::new(10, 10, 4, 4), RED);
+        assert!(matches!(rig.take(), Fill::New));
+        assert_eq!(rig.source.changed(), None);
+        assert!(rig.shows(&rig.rgba));
 
         // The pusher now writes into the canvas's old (black) buffer: the canvas keeps the
         // rest of the picture.
         let s = Rect::new(50, 40, 4, 4);
-        paint(&mut rgba, s, BLUE);
-        pusher.push_changed(pixels(&rgba), &[s]).unwrap();
-        take(&mut source, &mut canvas);
-        assert_eq!(source.changed(), Some(&[s][..]));
-        assert!(canvas.as_bytes() == converted(&rgba).as_bytes());
+        rig.paint_and_push(s, BLUE);
+        rig.take();
+        assert_eq!(rig.source.changed(), Some(&[s][..]));
+        assert!(rig.shows(&rig.rgba));
     }
 
     #[test]
     fn a_whole_push_replaces_changes_not_yet_taken() {
-        let (pusher, mut source) = channel(size());
-        let mut canvas = I420Frame::new(size());
-        let mut rgba = picture(GREY);
-        pusher.push(pixels(&rgba)).unwrap();
-        take(&mut source, &mut canvas);
-        let r = Rect::new(4, 4, 8, 8);
-        paint(&mut rgba, r, RED);
-        pusher.push_changed(pixels(&rgba), &[r]).unwrap();
+        let mut rig = Rig::taken();
+        rig.paint_and_push(Rect::new(4, 4, 8, 8), RED);
         let blue = picture(BLUE);
-        pusher.push(pixels(&blue)).unwrap();
-        assert!(matches!(take(&mut source, &mut canvas), Fill::New));
-        assert_eq!(source.changed(), None);
+        rig.pusher.push(pixels(&blue)).unwrap();
+        assert!(matches!(rig.take(), Fill::New));
+        assert_eq!(rig.source.changed(), None);
         // The red rectangle is not taken later from whatever buffer the pusher holds now.
-        assert!(matches!(take(&mut source, &mut canvas), Fill::Unchanged));
-        assert!(canvas.as_bytes() == converted(&blue).as_bytes());
+        assert!(matches!(rig.take(), Fill::Unchanged));
+        assert!(rig.shows(&blue));
     }
 
     #[test]
     fn many_small_changes_are_merged_and_a_covering_one_is_a_whole_push() {
-        let (pusher, mut source) = channel(size());
-        let mut canvas = I420Frame::new(size());
-        let mut rgba = picture(GREY);
-        pusher.push(pixels(&rgba)).unwrap();
-        take(&mut source, &mut canvas);
+        let mut rig = Rig::taken();
         let dots: Vec<Rect> = (0..40).map(|i| Rect::new(i, i, 2, 2)).collect();
         for &d in &dots {
-            paint(&mut rgba, d, RED);
+            paint(&mut rig.rgba, d, RED);
         }
-        pusher.push_changed(pixels(&rgba), &dots).unwrap();
-        take(&mut source, &mut canvas);
-        assert_eq!(source.changed(), Some(&[Rect::new(0, 0, 42, 42)][..]));
-        assert!(canvas.as_bytes() == converted(&rgba).as_bytes());
+        rig.pusher.push_changed(pixels(&rig.rgba), &dots).unwrap();
+        rig.take();
+        assert_eq!(rig.source.changed(), Some(&[Rect::new(0, 0, 42, 42)][..]));
+        assert!(rig.shows(&rig.rgba));
 
         let everything = Rect::new(0, 0, 1000, 1000);
-        let rgba = picture(BLUE);
-        pusher.push_changed(pixels(&rgba), &[everything]).unwrap();
-        take(&mut source, &mut canvas);
-        assert_eq!(source.changed(), None);
-        assert!(canvas.as_bytes() == converted(&rgba).as_bytes());
+        let blue = picture(BLUE);
+        rig.pusher
+            .push_changed(pixels(&blue), &[everything])
+            .unwrap();
+        rig.take();
+        assert_eq!(rig.source.changed(), None);
+        assert!(rig.shows(&blue));
     }
 
     #[test]
     fn a_bad_push_is_refused_and_shows_nothing() {
-        let (pusher, mut source) = channel(size());
-        let mut canvas = I420Frame::new(size());
+        let mut rig = Rig::new();
         let short = vec![0u8; 100];
-        assert!(pusher.push(pixels(&short)).is_err());
+        assert!(rig.pusher.push(pixels(&short)).is_err());
         let r = Rect::new(0, 0, 4, 4);
         let outside = Rect::new(W, 0, 4, 4);
         for rects in [&[r][..], &[], &[outside]] {
-            assert!(pusher.push_changed(pixels(&short), rects).is_err());
+            assert!(rig.pusher.push_changed(pixels(&short), rects).is_err());
         }
         // A stride that overflows any size computation.
         let huge = Pixels::Rgba {
             data: &short,
             stride: usize::MAX / 2,
         };
-        assert!(pusher.push(huge).is_err());
-        assert!(pusher.push_changed(huge, &[r]).is_err());
-        assert!(matches!(take(&mut source, &mut canvas), Fill::Unchanged));
+        assert!(rig.pusher.push(huge).is_err());
+        assert!(rig.pusher.push_changed(huge, &[r]).is_err());
+        assert!(matches!(rig.take(), Fill::Unchanged));
         // Outside the picture: nothing to take.
-        let rgba = picture(RED);
-        pusher.push_changed(pixels(&rgba), &[outside]).unwrap();
-        assert!(matches!(take(&mut source, &mut canvas), Fill::Unchanged));
-        pusher.close();
-        assert!(matches!(take(&mut source, &mut canvas), Fill::Ended));
+        let red = picture(RED);
+        rig.pusher.push_changed(pixels(&red), &[outside]).unwrap();
+        assert!(matches!(rig.take(), Fill::Unchanged));
+        rig.pusher.close();
+        assert!(matches!(rig.take(), Fill::Ended));
     }
 }
