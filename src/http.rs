@@ -102,7 +102,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_token,
         ));
-    Router::new()
+    let app = Router::new()
         .route("/", get(viewer_page))
         .route("/view/{stream}", get(viewer_page))
         .route("/healthz", get(healthz))
@@ -113,7 +113,29 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             options_headers,
         ))
-        .with_state(state)
+        .with_state(state);
+    with_panic_backstop(app)
+}
+
+/// Should a handler ever panic, its client still gets an answer (`500` and a plain message)
+/// instead of a dropped connection, and the log says what and where (the panic hook has
+/// printed the location already).
+fn with_panic_backstop(app: Router) -> Router {
+    app.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |panic: Box<dyn std::any::Any + Send>| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            tracing::error!("a request handler panicked: {what}");
+            HttpError::Internal(
+                "the server hit a bug while handling this request; it is logged, please report it"
+                    .into(),
+            )
+            .into_response()
+        },
+    ))
 }
 
 const ENDPOINT_ALLOW: &str = "OPTIONS, POST";
@@ -535,5 +557,35 @@ impl IntoResponse for HttpError {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A panic in a handler is answered with a 500 and a message, not a dropped connection.
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_500_with_a_message() {
+        let app = with_panic_backstop(Router::new().route(
+            "/boom",
+            get(|| async {
+                let v: Vec<u8> = Vec::new();
+                // An index a peer could control, out of range.
+                v[std::hint::black_box(3)]
+            }),
+        ));
+        let res = app
+            .oneshot(
+                axum::http::Request::get("/boom")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("bug"), "{body:?}");
     }
 }

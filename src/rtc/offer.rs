@@ -131,12 +131,13 @@ fn rank_h264(fmtp: &str) -> Option<u8> {
             _ => {}
         }
     }
-    if mode != 1 || pli.len() != 6 {
+    // Six hex digits, checked as bytes: slicing by byte index would panic on a peer's
+    // multi-byte character (`a\u{e9}123` is six bytes too).
+    if mode != 1 || pli.len() != 6 || !pli.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let profile_idc = u8::from_str_radix(&pli[0..2], 16).ok()?;
-    let iop = u8::from_str_radix(&pli[2..4], 16).ok()?;
-    let (cs0, cs1, cs2) = (iop & 0x80 != 0, iop & 0x40 != 0, iop & 0x20 != 0);
+    let [_, profile_idc, iop, _] = u32::from_str_radix(&pli, 16).ok()?.to_be_bytes();
+    let (cs0, cs1) = (iop & 0x80 != 0, iop & 0x40 != 0);
     // RFC 6184 table 5: which profile_idc/constraint combinations are Constrained Baseline
     // (or a superset a Constrained Baseline stream conforms to: plain Baseline).
     match profile_idc {
@@ -144,10 +145,7 @@ fn rank_h264(fmtp: &str) -> Option<u8> {
         0x4d if cs0 => Some(1), // Main with constraint_set0: also Constrained Baseline
         0x58 if cs0 && cs1 => Some(1),
         0x42 => Some(2), // Baseline: a CB stream is valid Baseline
-        _ => {
-            let _ = cs2;
-            None
-        }
+        _ => None,
     }
 }
 
@@ -185,6 +183,20 @@ mod tests {
         assert!(matches!(choose_h264(&mode0), Err(OfferError::NoH264(_))));
         let vp8 = offer("a=recvonly\r\na=rtpmap:96 VP8/90000\r\n");
         assert!(matches!(choose_h264(&vp8), Err(OfferError::NoH264(m)) if m.contains("no H.264")));
+    }
+
+    #[test]
+    fn multibyte_profile_level_id_is_refused_not_a_panic() {
+        // Six bytes each, so a length check alone lets them through to byte slicing.
+        for pli in ["a\u{e9}123", "4\u{20ac}1f", "\u{e9}\u{e9}\u{e9}", "42e01\u{7f}"] {
+            let sdp = offer(&format!(
+                "a=recvonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id={pli}\r\n"
+            ));
+            assert!(
+                matches!(choose_h264(&sdp), Err(OfferError::NoH264(m)) if m.contains(pli)),
+                "{pli}"
+            );
+        }
     }
 
     #[test]
