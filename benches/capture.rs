@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 use whepcast::config::Size;
-use whepcast::source::{ByteOrder, FrameInfo, I420Frame, OpenOptions, SourceSpec};
+use whepcast::frame::{ByteOrder, I420Frame};
+use whepcast::source::{FrameInfo, OpenOptions, SourceSpec};
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{ChangeGCAux, ConnectionExt as _, CreateGCAux, Rectangle};
 

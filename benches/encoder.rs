@@ -23,13 +23,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use whepcast::broadcast::Canvas;
-use whepcast::broadcast::Packetizer;
 use whepcast::config::{Bitrate, EncodeSettings, Size};
 use whepcast::encode::{Encoder, Worker};
+use whepcast::fanout::Packetizer;
+use whepcast::frame::{ByteOrder, Canvas, I420Frame, Pixels, Rect};
 use whepcast::source::{
-    ByteOrder, FrameInfo, FramePusher, I420Frame, OpenOptions, Pattern, Pixels, PushSource, Rect,
-    Source, SourceSpec,
+    FrameInfo, FramePusher, OpenOptions, Pattern, PushSource, Source, SourceSpec,
 };
 
 fn info(number: u64) -> FrameInfo {

@@ -7,7 +7,7 @@
 //! Baseline profile so the SPS matches the `profile-level-id=42e01f` we signal.
 
 use crate::config::EncodeSettings;
-use crate::source::I420Frame;
+use crate::frame::I420Frame;
 use openh264::encoder::{
     BitRate, Complexity, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
     RateControlMode, SpsPpsStrategy, UsageType,
@@ -22,8 +22,6 @@ pub use worker::Worker;
 pub enum EncodeError {
     #[error("OpenH264: {0}")]
     OpenH264(#[from] openh264::Error),
-    #[error("cannot start the pipeline thread: {0}")]
-    Thread(std::io::Error),
     #[error("frame is {got} but the encoder was set up for {want}")]
     WrongSize {
         got: crate::config::Size,

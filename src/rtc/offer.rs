@@ -26,6 +26,18 @@ pub enum OfferError {
     NoH264(String),
 }
 
+impl OfferError {
+    /// `400` for what is not a usable offer at all, `422` for a valid offer we cannot serve.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            OfferError::Malformed(_) => http::StatusCode::BAD_REQUEST,
+            OfferError::NoVideo | OfferError::NotReceiving(_) | OfferError::NoH264(_) => {
+                http::StatusCode::UNPROCESSABLE_ENTITY
+            }
+        }
+    }
+}
+
 /// The H.264 format chosen from the offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct H264Choice {
@@ -188,7 +200,12 @@ mod tests {
     #[test]
     fn multibyte_profile_level_id_is_refused_not_a_panic() {
         // Six bytes each, so a length check alone lets them through to byte slicing.
-        for pli in ["a\u{e9}123", "4\u{20ac}1f", "\u{e9}\u{e9}\u{e9}", "42e01\u{7f}"] {
+        for pli in [
+            "a\u{e9}123",
+            "4\u{20ac}1f",
+            "\u{e9}\u{e9}\u{e9}",
+            "42e01\u{7f}",
+        ] {
             let sdp = offer(&format!(
                 "a=recvonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id={pli}\r\n"
             ));

@@ -5,8 +5,9 @@
 //! a live producer (`ffmpeg ... -f yuv4mpegpipe -`): the producer sets the pace, and a fast
 //! producer is held back by the pipe. End of input ends the stream.
 
-use super::{ByteOrder, Fill, FrameInfo, I420Frame, PixelFormat, Source, SourceError};
+use super::{Fill, FrameInfo, PixelFormat, Source, SourceError};
 use crate::config::Size;
+use crate::frame::{ByteOrder, I420Frame};
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -42,7 +43,7 @@ impl Y4m {
             }
         }
         let (w, h) = (decoder.get_width() as u32, decoder.get_height() as u32);
-        let size = Size::new(w & !1, h & !1).map_err(SourceError::Stream)?;
+        let size = Size::new(w & !1, h & !1)?;
         let rate = decoder.get_framerate();
         let fps = if rate.den > 0 && rate.num > 0 {
             rate.num as f64 / rate.den as f64

@@ -61,7 +61,7 @@ impl Member {
 }
 
 pub(crate) fn now_ms() -> f64 {
-    whepcast::whep::unix_ms(SystemTime::now())
+    whepcast::fanout::unix_ms(SystemTime::now())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use whepcast::config::Size;
+use whepcast::frame::{ByteOrder, I420Frame};
 use whepcast::server::StreamConfig;
-use whepcast::source::{ByteOrder, FrameInfo, I420Frame, OpenOptions, Pattern, Source, SourceSpec};
+use whepcast::source::{FrameInfo, OpenOptions, Pattern, Source, SourceSpec};
 
 /// A private X server.
 struct Xvfb {

@@ -78,6 +78,7 @@ impl TestServer {
             rtc: RtcConfig::for_listen_ip("127.0.0.1".parse().unwrap()),
             token: None,
             max_viewers: None,
+            public: false,
         };
         adjust(&mut config);
         let server = Server::bind(config).await.expect("server starts");
