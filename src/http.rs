@@ -522,7 +522,11 @@ impl IntoResponse for HttpError {
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Expected under load (caps, running out): counted in
+            // whepcast_sessions_refused_total; a line each would flood the log.
+            tracing::debug!("{status}: {self}");
+        } else if status.is_server_error() {
             tracing::warn!("{status}: {self}");
         } else {
             tracing::debug!("{status}: {self}");

@@ -250,6 +250,15 @@ pub async fn new_peer_connection(
     Err(RtcError::NoPorts(pool.to_string()))
 }
 
+/// The crate logs each failed bind and reports only that no socket is left; binding one
+/// ourselves tells whether that was because something ran out.
+fn why_no_socket(addrs: &[SocketAddr]) -> Option<Resource> {
+    addrs
+        .iter()
+        .find_map(|a| std::net::UdpSocket::bind(a).err())
+        .and_then(|e| exhausted(&e))
+}
+
 async fn build(
     config: &RtcConfig,
     choice: &H264Choice,
@@ -302,6 +311,7 @@ async fn build(
         )
         .build();
 
+    let addrs = udp_addrs.clone();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(rtc_config)
         .with_media_engine(media)
@@ -315,7 +325,14 @@ async fn build(
         // viewer; beyond it they are dropped rather than buffered without bound.
         .with_data_channel_send_buffer_limit(DATA_CHANNEL_BUFFER)
         .build()
-        .await?;
+        .await
+        .map_err(|e| match RtcError::from(e) {
+            RtcError::Setup(e) => match why_no_socket(&addrs) {
+                Some(r) => RtcError::Exhausted(r),
+                None => RtcError::Setup(e),
+            },
+            other => other,
+        })?;
     Ok(Arc::new(pc))
 }
 
