@@ -185,7 +185,6 @@ async fn data_channel_carries_frame_times_pings_and_chat() {
     b.viewer
         .wait_for_more("video alongside the channel", |d| d.frames as usize, 10)
         .await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
     a.viewer.close().await;
     b.viewer.close().await;
     server.stop().await;
