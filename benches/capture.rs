@@ -55,8 +55,12 @@ fn source_cost(name: &str, draw: &dyn Fn(u64) -> Vec<Rectangle>) {
     let root = conn.setup().roots[screen].root;
     let gc = conn.generate_id().unwrap();
     conn.create_gc(gc, root, &CreateGCAux::new()).unwrap();
-    let mut source =
-        whepcast::source::open(&SourceSpec::Screen(None), OpenOptions::default()).unwrap();
+    let mut source = whepcast::source::open(
+        &SourceSpec::Screen(None),
+        OpenOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
     let mut frame = I420Frame::new(source.size());
     let (n, mut spent, mut new) = (300u64, Duration::ZERO, 0u32);
     for i in 0..n + 2 {

@@ -181,9 +181,12 @@ impl ScreenDesktop {
         let root = conn.setup().roots[index].root;
         let gc = conn.generate_id().ok()?;
         conn.create_gc(gc, root, &CreateGCAux::new()).ok()?;
-        let source =
-            whepcast::source::open(&SourceSpec::Screen(Some(index)), OpenOptions::default())
-                .ok()?;
+        let source = whepcast::source::open(
+            &SourceSpec::Screen(Some(index)),
+            OpenOptions::default(),
+            &Default::default(),
+        )
+        .ok()?;
         let mut me = Self {
             desktop: Desktop::new(size),
             conn,

@@ -187,7 +187,8 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 /// Runs the check: encode, write, decode back, measure, judge.
 pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckError> {
     let container = Container::from_path(&cfg.out)?;
-    let source = source::open(&cfg.source, cfg.open).map_err(StartError::from)?;
+    let never = tokio_util::sync::CancellationToken::new();
+    let source = source::open(&cfg.source, cfg.open, &never).map_err(StartError::from)?;
     let (mut source, mut encoder, settings) = prepare(source, cfg.settings)?;
     let mut decoder = openh264::decoder::Decoder::new().map_err(CheckError::Decode)?;
     let write_err = |err: WriteError| CheckError::Write {

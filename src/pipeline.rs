@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
 /// At most one forced IDR per this long, however many viewers join or ask.
 pub const MIN_FORCED_IDR_GAP: Duration = Duration::from_millis(200);
 /// With an unchanging source, still encode a frame this often.
@@ -78,7 +79,9 @@ struct Shared {
     label: String,
     /// Time the encoding thread spent since the pacing thread last looked (for `load`).
     encode_busy_ns: AtomicU64,
-    stop: AtomicBool,
+    /// Cancelled when the stream is dropped: the pacing loop ends, and a source waiting for
+    /// input stops waiting.
+    stop: CancellationToken,
     /// What is wrong with the source now, if anything (for `/healthz`).
     problem: std::sync::Mutex<Option<String>>,
     stats: Stats,
@@ -99,7 +102,9 @@ pub struct Status {
 }
 
 /// Opens a source; run on the pipeline thread, since some sources (X11) cannot move threads.
-pub type OpenSource = Box<dyn FnOnce() -> Result<Box<dyn Source>, SourceError> + Send>;
+/// It is given the stream's stop signal: a source waiting for input stops waiting with it.
+pub type OpenSource =
+    Box<dyn FnOnce(&CancellationToken) -> Result<Box<dyn Source>, SourceError> + Send>;
 
 /// Why a stream could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,11 +151,13 @@ impl Pipeline {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let (shared_tx, shared_rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
         let span = tracing::info_span!("stream", name = %name);
+        let stop = CancellationToken::new();
+        let source_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("whepcast-pipeline".into())
             .spawn(move || {
                 let _span = span.entered();
-                let opened = open()
+                let opened = open(&source_stop)
                     .map_err(StartError::from)
                     .and_then(|source| prepare(source, settings));
                 let (source, encoder, settings) = match opened {
@@ -204,7 +211,7 @@ impl Pipeline {
             name: name.to_owned(),
             label: label.into(),
             encode_busy_ns: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
+            stop,
             problem: std::sync::Mutex::new(None),
             stats: Stats::default(),
             settings,
@@ -234,18 +241,12 @@ impl Pipeline {
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.stop.cancel();
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
-            // A source blocked on a silent pipe cannot notice the stop flag: give the thread
-            // half a second, then leave it to end with the process.
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
+            // Ends within a frame interval, or a source's stop check (file::STOP_CHECK) when
+            // it waits for input; the encoding thread is joined by the pacing thread.
+            let _ = t.join();
         }
     }
 }
@@ -373,7 +374,7 @@ impl Pacer {
         let mut window_dropped = 0u64;
         let mut busy_in_window = Duration::ZERO;
         let mut last_warning: Option<Instant> = None;
-        while !self.shared.stop.load(Ordering::Acquire) {
+        while !self.shared.stop.is_cancelled() {
             let now = Instant::now();
             if now < next_due {
                 if idle && self.shared.publisher.watched() {

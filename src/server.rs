@@ -159,7 +159,7 @@ impl StreamConfig {
             name: name.into(),
             label: spec.to_string(),
             shares_screen: matches!(spec, SourceSpec::Screen(_)),
-            open: Box::new(move || source::open(&spec, opts)),
+            open: Box::new(move |stop| source::open(&spec, opts, stop)),
             settings,
         }
     }
@@ -174,7 +174,7 @@ impl StreamConfig {
         Self {
             name: name.into(),
             label: label.into(),
-            open: Box::new(move || Ok(Box::new(source) as Box<dyn Source>)),
+            open: Box::new(move |_| Ok(Box::new(source) as Box<dyn Source>)),
             settings,
             shares_screen: false,
         }

@@ -17,6 +17,7 @@ use crate::config::Size;
 use crate::frame::{FrameError, I420Frame, Rect};
 use std::path::PathBuf;
 use std::time::SystemTime;
+use tokio_util::sync::CancellationToken;
 
 pub use pattern::{Barcode, Pattern};
 pub use push::{FramePusher, PushSource};
@@ -210,8 +211,13 @@ pub trait Source {
     fn fill(&mut self, frame: &mut I420Frame, info: FrameInfo) -> Result<Fill, SourceError>;
 }
 
-/// Opens a source on the calling thread.
-pub fn open(spec: &SourceSpec, opts: OpenOptions) -> Result<Box<dyn Source>, SourceError> {
+/// Opens a source on the calling thread. Sources that wait for input (files, pipes) stop
+/// waiting once `stop` is cancelled.
+pub fn open(
+    spec: &SourceSpec,
+    opts: OpenOptions,
+    stop: &CancellationToken,
+) -> Result<Box<dyn Source>, SourceError> {
     const DEFAULT: Size = Size {
         width: 1280,
         height: 720,
@@ -220,13 +226,18 @@ pub fn open(spec: &SourceSpec, opts: OpenOptions) -> Result<Box<dyn Source>, Sou
         SourceSpec::Pattern => Ok(Box::new(Pattern::new(opts.size.unwrap_or(DEFAULT)))),
         SourceSpec::Screen(n) => Ok(Box::new(screen::Screen::open(*n)?)),
         SourceSpec::Image(path) => Ok(Box::new(image::Still::open(path, opts.size)?)),
-        SourceSpec::Y4m(path) => Ok(Box::new(file::Y4m::open(path.as_deref())?)),
+        SourceSpec::Y4m(path) => Ok(Box::new(file::Y4m::open(path.as_deref(), stop)?)),
         SourceSpec::Raw(path) => {
             let size = opts.size.ok_or_else(|| {
                 SourceError::Invalid("raw input needs --size WxH (and --pixel-format)".into())
             })?;
             let format = opts.pixel_format.unwrap_or(PixelFormat::I420);
-            Ok(Box::new(file::Raw::open(path.as_deref(), size, format)?))
+            Ok(Box::new(file::Raw::open(
+                path.as_deref(),
+                size,
+                format,
+                stop,
+            )?))
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::support::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
