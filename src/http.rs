@@ -1,4 +1,4 @@
-//! Stage 5: **http** — the WHEP endpoints, the viewer page and the JSON API, on axum.
+//! On top: **http** — the WHEP endpoints, the viewer page and the JSON API, on axum.
 //!
 //! | method + path               | what                                                    |
 //! |-----------------------------|---------------------------------------------------------|

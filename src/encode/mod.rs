@@ -1,8 +1,7 @@
-//! Stage 2: **encode** I420 frames to H.264 with OpenH264, once for every viewer.
+//! Stage: **encode** I420 frames to H.264 with OpenH264, once for every viewer.
 //!
 //! OpenH264's defaults suit offline files, not live video, so every setting that matters is
-//! explicit here (see `../shared/notes/openh264.md` in the project's history):
-//! bitrate rate control at the asked rate, no frame skipping (a skipped frame is a stutter),
+//! explicit here: bitrate rate control at the asked rate, no frame skipping (a skipped frame is a stutter),
 //! the real frame rate (rate control divides by it), an IDR every `keyint` seconds, and
 //! Baseline profile so the SPS matches the `profile-level-id=42e01f` we signal.
 

@@ -1,4 +1,4 @@
-//! Stage 4a: **rtc** — one WebRTC peer connection per viewer, set up to answer a WHEP offer
+//! Stage: **rtc** — one WebRTC peer connection per viewer, set up to answer a WHEP offer
 //! fast and to send one H.264 track.
 //!
 //! What the `webrtc` crate needs told (each checked on this machine): register the exact

@@ -1,9 +1,8 @@
-//! Stage 1 of the data path: **sources** make raw pictures.
+//! Stage: **source** — what makes raw pictures.
 //!
 //! A [`Source`] fills an [`I420Frame`] that the pipeline owns and reuses, so producing a
-//! frame allocates nothing. I420 (planar Y, then U and V at quarter resolution) is what the
-//! H.264 encoder eats; sources that start from RGB convert with the `yuv` crate's SIMD
-//! routines ([`I420Frame::fill_from_rgba`]).
+//! frame allocates nothing; sources that start from RGB convert with
+//! [`I420Frame::fill_from_rgba`] and friends ([`crate::frame`]).
 
 mod damage;
 pub mod file;

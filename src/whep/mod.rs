@@ -1,16 +1,15 @@
-//! Stage 4b: **whep** — viewer sessions (draft-ietf-wish-whep, which takes its HTTP rules
+//! Stage: **whep** — viewer sessions (draft-ietf-wish-whep, which takes its HTTP rules
 //! for sessions, PATCH and Link headers from WHIP, RFC 9725).
 //!
 //! A session is born from an SDP offer and lives until the viewer sends DELETE, its
 //! connection fails, it never connects, or it goes silent. Each session owns:
 //!
-//! * a peer connection with one `TrackLocalStaticRTP` (a track binds to one connection);
-//! * a *sender* task: takes the shared packets from the stream's [`Feed`], stamps this
-//!   viewer's SSRC / payload type / sequence number, and writes them — the only per-viewer
-//!   work besides SRTP;
-//! * a *feedback* task: turns PLI/FIR from the viewer into a (rate-limited) keyframe request;
-//! * a *supervisor* task: watches connection state and closes the session when it should.
-//!
+//! * a peer connection with one track, answered by [`crate::rtc::answer()`];
+//! * a *sender* task ([`crate::fanout::send`]): the stream's packets with this viewer's
+//!   SSRC, payload type and sequence numbers;
+//! * a *feedback* task ([`crate::rtc::keyframe::forward`]): PLI/FIR from the viewer become
+//!   keyframe requests on the stream's [`Feed`] (the pipeline rate-limits them);
+//! * a *supervisor* task: watches connection state and closes the session when it should;
 //! * a *data channel* task when the viewer opened one ([`datachannel`]): frame capture
 //!   times, clock pings, chat.
 //!
