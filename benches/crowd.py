@@ -295,7 +295,7 @@ async def run_crowd(server, args):
             tasks.append(asyncio.ensure_future(join(http, server.whep, stay=stay, firsts=firsts)))
         if stay is not None:
             # Everyone watches until the last one has its first frame (or gave up), + hold.
-            while len(firsts) < args.joins:
+            while len(firsts) + sum(t.done() for t in tasks) < args.joins:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(max(args.hold, 0))
             stay.set()
@@ -421,7 +421,9 @@ async def main():
     if args.server_log:
         args.server_log.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores; aiortc viewers; crowd = {args.joins} joins every "
-          f"{args.interval * 1000:.0f} ms, hold {args.hold} s; single = {args.single_joins} joins")
+          f"{args.interval * 1000:.0f} ms, "
+          + ("each leaves at its first frame" if args.hold < 0 else f"all stay until the last has its first frame + {args.hold} s")
+          + f"; single = {args.single_joins} joins")
     print("\nms from the POST: median / p95 / min / max\n")
     table_header()
     everything = []

@@ -3,8 +3,8 @@
 //!
 //! What the `webrtc` crate needs told (each checked on this machine): register the exact
 //! H.264 format we send; bind loopback explicitly (a wildcard skips it); disable mDNS (it
-//! would bind port 5353 per connection); check ICE every 5 ms instead of 200 ms (first
-//! frame ~180 ms sooner); answer a browser's first nominating check (`nomination`); and
+//! would bind port 5353 per connection); check ICE every 5 ms instead of 200 ms (the
+//! interval shows up in the time to first frame; BENCHMARKS.md); answer a browser's first nominating check (`nomination`); and
 //! forward PLI/FIR with our own interceptor.
 
 pub mod answer;
@@ -291,8 +291,7 @@ async fn build(
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         // Check every 5 ms (RFC 8445's floor for Ta), still giving up on a silent pair after
         // 500 ms: Chromium starts DTLS only once our check reaches it after nomination, so
-        // the interval shows up whole in the time to first frame (20 ms: +15 ms; 200 ms, the
-        // crate's default: +170 ms).
+        // the interval shows up whole in the time to first frame.
         .with_ice_connection_attempts(Some(Duration::from_millis(5)), Some(100))
         .with_ice_timeouts(
             Some(config.disconnected_after),
@@ -319,7 +318,8 @@ async fn build(
         .with_interceptor_registry(registry)
         .with_handler(handler)
         .with_udp_addrs(udp_addrs)
-        // Answers a viewer's first, nominating check (see `nomination`): ~48 ms sooner.
+        // Answers a viewer's first, nominating check (see `nomination`) instead of waiting
+        // for its next one.
         .with_runtime(nomination::runtime())
         // Data channel messages (frame metadata, chat) queue at most this much for a slow
         // viewer; beyond it they are dropped rather than buffered without bound.

@@ -735,7 +735,7 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// A closed session's buffers (jitter and NACK histories, SCTP, DTLS) go back to glibc's
-/// arenas, which keep them resident: after a burst of abandoned viewers RSS stayed ~10 MB up.
+/// arenas, which keep them resident (BENCHMARKS.md, session churn).
 /// Shortly after sessions close (their tasks end moments later), hand the free pages back to
 /// the OS. Coalesced: at most one trim per second, each well under a millisecond.
 fn release_memory_soon() {
