@@ -31,6 +31,7 @@ IDR it got was encoded, and whether that IDR was forced for it, periodic or anot
 import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import socket
@@ -63,6 +64,21 @@ TITLES = {
 }
 
 now = time.perf_counter
+
+
+class _DecodeErrors(logging.Handler):
+    """Counts aiortc's "failed to decode" warnings (a stream that does not start at an IDR, or
+    P-frames that do not follow the IDR they were sent after)."""
+    count = 0
+
+    def emit(self, record):
+        if "failed to decode" in record.getMessage():
+            _DecodeErrors.count += 1
+
+
+logging.getLogger("aiortc.rtcrtpreceiver").addHandler(_DecodeErrors())
+logging.getLogger("aiortc.rtcrtpreceiver").setLevel(logging.WARNING)
+logging.getLogger("aiortc.rtcrtpreceiver").propagate = False
 
 
 # --- marks from inside aiortc ---------------------------------------------------------------
@@ -106,27 +122,27 @@ def stop_reading_media(receiver):
     """From now on, drop this viewer's SRTP packets as they arrive, before decryption: a viewer
     that has its first frame keeps the server sending to it (and ICE alive) but costs this
     process next to nothing (40 viewers decoding 720p would saturate the machine)."""
-    ice = receiver.transport.transport
-    recv = ice._recv
+    conn = receiver.transport.transport._connection  # aioice's Connection
+    deliver = conn.data_received
 
-    async def _recv():
-        while True:
-            data = await recv()
-            # SRTP (not SRTCP: payload types 72-76 in the second byte are RTCP), STUN, DTLS pass.
-            if 127 < data[0] < 192 and len(data) > 1 and not (192 <= data[1] <= 223):
-                continue
-            return data
-    ice._recv = _recv
+    def data_received(data, component):
+        # SRTP goes (SRTCP stays: packet types 192-223 in its second byte), as do DTLS and the
+        # rest; STUN never gets here (aioice answers it before).
+        if 127 < data[0] < 192 and len(data) > 1 and not (192 <= data[1] <= 223):
+            return
+        deliver(data, component)
+    conn.data_received = data_received
 
 
 # --- one viewer ------------------------------------------------------------------------------
 
 async def join(session: aiohttp.ClientSession, url: str,
                stay: asyncio.Event | None = None, firsts: list | None = None,
-               timeout: float = 10.0) -> dict:
+               timeout: float = 10.0, check_frames: int = 0) -> dict:
     """Joins `url` as a WHEP viewer; returns ms from the POST to each step (missing: None).
 
-    Leaves at the first frame, or with `stay`, stays (dropping media) until the event is set."""
+    Leaves at the first frame (after `check_frames` more), or with `stay`, stays (dropping
+    media) until the event is set."""
     pc = RTCPeerConnection()
     marks: dict = {}
     first_frame = asyncio.get_running_loop().create_future()
@@ -149,12 +165,15 @@ async def join(session: aiohttp.ClientSession, url: str,
         async def pull():
             try:
                 frame = await track.recv()
+                marks["frame"] = now()
+                marks["frame_is_key"] = bool(getattr(frame, "key_frame", True))
+                # Decode a few more to check the frames after the first one follow it.
+                for _ in range(check_frames):
+                    await track.recv()
             except Exception as e:  # noqa: BLE001 (the track ended first)
                 if not first_frame.done():
                     first_frame.set_exception(e)
                 return
-            marks["frame"] = now()
-            marks["frame_is_key"] = bool(getattr(frame, "key_frame", True))
             if not first_frame.done():
                 first_frame.set_result(None)
         asyncio.ensure_future(pull())
@@ -225,13 +244,13 @@ class Server:
             return json.loads(r.read())
 
     def counters(self):
-        """Keyframes the server encoded so far (whepcast only): (all, forced)."""
+        """What the server encoded so far (whepcast only): (keyframes, forced, bytes)."""
         try:
             s = self.get_json("/api/streams")
             s = s[0] if isinstance(s, list) else (s.get("streams") or [s])[0]
-            return s.get("keyframes"), s.get("forced_keyframes")
+            return s.get("keyframes"), s.get("forced_keyframes"), s.get("bytes_encoded")
         except Exception:  # noqa: BLE001
-            return None, None
+            return None, None, None
 
     def stop(self):
         self.proc.terminate()
@@ -243,16 +262,16 @@ class Server:
             self.log.close()
 
 
-def start_whepcast(args, log_dir):
-    argv = [args.whepcast_bin, "serve", "--listen", "127.0.0.1:0", *args.whepcast_arg]
+def start_whepcast(args, log_dir, binary):
+    argv = [binary, "serve", "--listen", "127.0.0.1:0", *args.whepcast_arg]
     env = {"WHEPCAST_LOG": "whepcast=debug" if log_dir else "whepcast=info,error"}
-    return Server("whepcast", argv, env, log_dir and log_dir / "whepcast.log")
+    return Server("whepcast", argv, env, log_dir and log_dir / "server.log")
 
 
 def start_gst(args, log_dir):
     argv = ["/usr/bin/python3", str(GST), "--listen", f"127.0.0.1:{free_port()}",
             "--size", "1280x720", "--fps", "30", "--bitrate", "2500"]
-    return Server("gst", argv, None, log_dir and log_dir / "gst.log")
+    return Server("gst", argv, None, log_dir and log_dir / "server.log")
 
 
 def free_port():
@@ -273,7 +292,7 @@ async def run_single(server, args, watched: bool):
         await asyncio.sleep(args.pause)
         rows = []
         for _ in range(args.single_joins):
-            rows.append(await join(http, server.whep))
+            rows.append(await join(http, server.whep, check_frames=args.check_frames))
             await asyncio.sleep(args.pause)
         stop_bg.set()
         if bg:
@@ -292,7 +311,8 @@ async def run_crowd(server, args):
             delay = start + i * args.interval - now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(join(http, server.whep, stay=stay, firsts=firsts)))
+            tasks.append(asyncio.ensure_future(join(http, server.whep, stay=stay, firsts=firsts,
+                                                        check_frames=args.check_frames)))
         if stay is not None:
             # Everyone watches until the last one has its first frame (or gave up), + hold.
             while len(firsts) + sum(t.done() for t in tasks) < args.joins:
@@ -406,13 +426,24 @@ async def main():
                         "more; negative: each leaves at its first frame")
     p.add_argument("--single-joins", type=int, default=10)
     p.add_argument("--pause", type=float, default=0.6, help="s between single joins")
+    p.add_argument("--check-frames", type=int, default=0,
+                   help="decode this many frames after the first (and count decode errors)")
     p.add_argument("--rounds", type=int, default=1, help="repeat every server x mode this often")
     p.add_argument("--whepcast-bin", default=os.environ.get("WHEPCAST_BIN", str(ROOT / "target/release/whepcast")))
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
+                   help="another whepcast binary to measure, as server NAME (repeatable; "
+                        "with --servers unset: every variant and gst)")
     p.add_argument("--whepcast-arg", action="append", default=[], help="extra argument to `whepcast serve`")
     p.add_argument("--server-log", type=Path, help="keep servers' stderr here (whepcast at debug) and analyse it")
     p.add_argument("--json", type=Path, help="write every viewer's marks here")
     args = p.parse_args()
 
+    binaries = {"whepcast": args.whepcast_bin}
+    for v in args.variant:
+        name, _, path = v.partition("=")
+        binaries[name] = path
+    if args.variant and args.servers == p.get_default("servers"):
+        args.servers = ",".join([k for k in binaries if k != "whepcast"] + ["gst"])
     servers = [s for s in args.servers.split(",") if s]
     if "gst" in servers and not (GST.exists() and Path("/usr/bin/python3").exists()):
         print("GStreamer reference not found; skipping it", file=sys.stderr)
@@ -433,10 +464,12 @@ async def main():
                 log_dir = args.server_log and args.server_log / f"{name}-{mode}-{rnd}"
                 if log_dir:
                     log_dir.mkdir(parents=True, exist_ok=True)
-                server = start_whepcast(args, log_dir) if name == "whepcast" else start_gst(args, log_dir)
+                server = (start_gst(args, log_dir) if name == "gst"
+                          else start_whepcast(args, log_dir, binaries[name]))
                 try:
                     await asyncio.sleep(1.0)  # let the pipeline settle
                     k0 = server.counters()
+                    errors0 = _DecodeErrors.count
                     if mode == "crowd":
                         rows = await run_crowd(server, args)
                     else:
@@ -446,14 +479,27 @@ async def main():
                     server.stop()
                 extra = ""
                 if k0[0] is not None and k1[0] is not None:
-                    extra = f" (IDRs {k1[0] - k0[0]}, forced {k1[1] - k0[1]})"
+                    extra = f" (IDRs {k1[0] - k0[0]}, forced {k1[1] - k0[1]}"
+                    if k0[2] is not None and k1[2] is not None:
+                        extra += f", {(k1[2] - k0[2]) / 1e6:.1f} MB"
+                    extra += ")"
+                if args.check_frames:
+                    extra += f" [decode errors {_DecodeErrors.count - errors0}]"
                 table_row(name, mode, rows, extra)
                 everything.append({"server": name, "mode": mode, "round": rnd, "viewers": rows})
-                if log_dir and name == "whepcast":
-                    analyse_whepcast_log(log_dir / "whepcast.log", rows, f"{name} {mode}")
+                if log_dir and name != "gst":
+                    analyse_whepcast_log(log_dir / "server.log", rows, f"{name} {mode}")
                 errs = [r["error"] for r in rows if r.get("error")]
                 if errs:
                     print(f"  {len(errs)} errors, e.g. {errs[0]}", file=sys.stderr)
+    if args.rounds > 1:
+        print(f"\nAll {args.rounds} rounds together:\n")
+        table_header()
+        for name in servers:
+            for mode in modes:
+                rows = [r for e in everything if e["server"] == name and e["mode"] == mode
+                        for r in e["viewers"]]
+                table_row(name, mode, rows)
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1))
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks on a release build, inside a loopback-only network namespace, side by
 # side with the GStreamer reference broadcaster when ../shared/peers is present.
-#   scripts/bench.sh [encoder|fanout|ttff|all] [args...]
+#   scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|all] [args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}; shift || true
@@ -23,6 +23,11 @@ case $what in
   fanout) netns "cargo bench --locked --offline --bench fanout -- $*" ;;
   ttff) netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs $*" ;;
   churn) netns "cargo bench --locked --offline --bench churn -- $*" ;;
+  crowd)
+    # aiortc viewers one at a time and 40 joining 150 ms apart, whepcast and the reference
+    # (benches/crowd.py --help for the options, e.g. --rounds 3, --server-log DIR).
+    py=$(bash scripts/setup-bench-py.sh)
+    netns "$py benches/crowd.py --whepcast-bin target/release/whepcast $*" ;;
   capture)
     # A 1920x1080 X display with a static plaid root (an idle desktop: capture costs the
     # same whatever is shown; encoding a still screen is cheap).
@@ -37,5 +42,5 @@ case $what in
     netns "cargo bench --locked --offline --bench fanout -- 0,1,8 10"
     netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs 10"
     ;;
-  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|all]" >&2; exit 2 ;;
 esac
