@@ -40,6 +40,11 @@ pub enum ServeError {
     ScreenWithoutToken(SocketAddr),
     #[error("the token is empty; set a secret, e.g. WHEPCAST_TOKEN=$(openssl rand -hex 16)")]
     EmptyToken,
+    #[error(
+        "the token must be printable ASCII without spaces (it travels in an HTTP header and \
+         would never match); e.g. WHEPCAST_TOKEN=$(openssl rand -hex 16)"
+    )]
+    BadToken,
     #[error(transparent)]
     Rtc(#[from] crate::rtc::RtcError),
     #[error("cannot start the server's thread or runtime: {0}")]
@@ -211,8 +216,14 @@ impl ServeConfig {
                 return Err(ServeError::DuplicateStream(s.name.clone()));
             }
         }
-        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-            return Err(ServeError::EmptyToken);
+        if let Some(t) = self.token.as_deref() {
+            if t.trim().is_empty() {
+                return Err(ServeError::EmptyToken);
+            }
+            // `Authorization` values are visible ASCII, and the header's value is trimmed.
+            if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ServeError::BadToken);
+            }
         }
         let screen = self.streams.iter().any(|s| s.shares_screen);
         if screen && !self.listen.ip().is_loopback() && self.token.is_none() && !self.public {

@@ -160,6 +160,16 @@ async fn the_library_refuses_what_the_command_line_refuses() {
         screen("127.0.0.1:0", Some("  "), false).check(),
         Err(ServeError::EmptyToken)
     ));
+    // A token no header can carry would lock everyone out without a word.
+    for bad in [" padded", "caf\u{e9}", "two words", "tab\there"] {
+        assert!(
+            matches!(
+                screen("127.0.0.1:0", Some(bad), false).check(),
+                Err(ServeError::BadToken)
+            ),
+            "{bad:?}"
+        );
+    }
     let named = |name: &str| {
         whepcast::Broadcaster::builder(size)
             .listen("127.0.0.1:0".parse().unwrap())
