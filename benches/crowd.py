@@ -61,6 +61,8 @@ TITLES = {
     "rtp": "first RTP",
     "rtp_key": "first IDR packet",
     "frame": "first frame",
+    "live": "live frame",
+    "stale": "first frame's lag",
 }
 
 now = time.perf_counter
@@ -167,9 +169,13 @@ async def join(session: aiohttp.ClientSession, url: str,
                 frame = await track.recv()
                 marks["frame"] = now()
                 marks["frame_is_key"] = bool(getattr(frame, "key_frame", True))
-                # Decode a few more to check the frames after the first one follow it.
+                # Decode a few more to check the frames after the first one follow it, and
+                # how far behind the live picture the first one was (see `staleness`).
+                seen = [(marks["frame"], frame.pts)]
                 for _ in range(check_frames):
-                    await track.recv()
+                    f = await track.recv()
+                    seen.append((now(), f.pts))
+                marks["seen"] = seen
             except Exception as e:  # noqa: BLE001 (the track ended first)
                 if not first_frame.done():
                     first_frame.set_exception(e)
@@ -211,9 +217,25 @@ async def join(session: aiohttp.ClientSession, url: str,
         await pc.close()
     out = {k: (round((marks[k] - t0) * 1000, 1) if k in marks else None) for k in STEPS}
     out["t0_wall"] = marks.get("t0_wall")
+    if marks.get("seen") and len(marks["seen"]) > 2:
+        out["stale"], live = staleness(marks["seen"])
+        out["live"] = round((live - t0) * 1000, 1)
     out["frame_is_key"] = marks.get("frame_is_key")
     out["error"] = marks.get("error")
     return out
+
+
+def staleness(seen):
+    """How old the first decoded picture was next to the live stream, and when the viewer
+    reached live. Frames sent late (a cached keyframe and the frames after it, replayed at
+    once) arrive faster than their RTP timestamps advance; live frames arrive as fast. So the
+    media time gained over wall time, at its largest, is the first picture's lag (ms), and
+    the first frame within a frame interval of that largest lag is where live starts."""
+    (w0, p0) = seen[0]
+    ahead = [((p - p0) / 90.0) - (w - w0) * 1000 for w, p in seen]
+    lag = max(ahead)
+    live = next(w for (w, _), a in zip(seen, ahead) if a >= lag - 20)
+    return round(lag, 1), live
 
 
 # --- the servers -----------------------------------------------------------------------------
@@ -329,15 +351,16 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def table_header():
-    print("| server | mode | n | " + " | ".join(TITLES[s] for s in STEPS) + " |")
-    print("|---|---|---|" + "---|" * len(STEPS))
+def table_header(steps=None):
+    steps = steps or STEPS
+    print("| server | mode | n | " + " | ".join(TITLES[s] for s in steps) + " |")
+    print("|---|---|---|" + "---|" * len(steps))
 
 
-def table_row(server, mode, rows, extra=""):
+def table_row(server, mode, rows, extra="", steps=None):
     cells = []
-    for s in STEPS:
-        xs = [r[s] for r in rows if r[s] is not None]
+    for s in steps or STEPS:
+        xs = [r[s] for r in rows if r.get(s) is not None]
         if not xs:
             cells.append("-")
             continue
@@ -456,7 +479,8 @@ async def main():
           + ("each leaves at its first frame" if args.hold < 0 else f"all stay until the last has its first frame + {args.hold} s")
           + f"; single = {args.single_joins} joins")
     print("\nms from the POST: median / p95 / min / max\n")
-    table_header()
+    steps = STEPS + (["live", "stale"] if args.check_frames >= 2 else [])
+    table_header(steps)
     everything = []
     for rnd in range(args.rounds):
         for name in servers:
@@ -485,7 +509,7 @@ async def main():
                     extra += ")"
                 if args.check_frames:
                     extra += f" [decode errors {_DecodeErrors.count - errors0}]"
-                table_row(name, mode, rows, extra)
+                table_row(name, mode, rows, extra, steps)
                 everything.append({"server": name, "mode": mode, "round": rnd, "viewers": rows})
                 if log_dir and name != "gst":
                     analyse_whepcast_log(log_dir / "server.log", rows, f"{name} {mode}")
@@ -494,12 +518,12 @@ async def main():
                     print(f"  {len(errs)} errors, e.g. {errs[0]}", file=sys.stderr)
     if args.rounds > 1:
         print(f"\nAll {args.rounds} rounds together:\n")
-        table_header()
+        table_header(steps)
         for name in servers:
             for mode in modes:
                 rows = [r for e in everything if e["server"] == name and e["mode"] == mode
                         for r in e["viewers"]]
-                table_row(name, mode, rows)
+                table_row(name, mode, rows, steps=steps)
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1))
 
