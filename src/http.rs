@@ -3,6 +3,7 @@
 //! | method + path               | what                                                    |
 //! |-----------------------------|---------------------------------------------------------|
 //! | `GET /`, `GET /view/{name}` | the viewer page (`web/index.html`, built in)            |
+//! | `GET /assets/{name}`        | its stylesheet and script modules (`web/`, built in)    |
 //! | `GET /healthz`              | `200` while every source produces, else `503` + reasons |
 //! | `POST /whep[/{name}]`       | SDP offer → `201` + SDP answer, `Location`, `ETag`, `Link` |
 //! | `OPTIONS /whep[/{name}]`    | `Accept-Post: application/sdp`, `Allow`, `Link`         |
@@ -31,6 +32,24 @@ pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 
 /// The viewer page, compiled into the binary so it works offline with no build step.
 pub const VIEWER_PAGE: &str = include_str!("../web/index.html");
+
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The page's stylesheet and ES modules, served as `/assets/{name}`: compiled in like the
+/// page, no bundler. `whep.js` is the WHEP client alone (no DOM), for any page that plays or
+/// publishes.
+pub const VIEWER_ASSETS: &[(&str, &str, &str)] = &[
+    ("app.css", CSS, include_str!("../web/app.css")),
+    ("viewer.js", JS, include_str!("../web/viewer.js")),
+    ("whep.js", JS, include_str!("../web/whep.js")),
+    ("channel.js", JS, include_str!("../web/channel.js")),
+    ("barcode.js", JS, include_str!("../web/barcode.js")),
+    ("stats.js", JS, include_str!("../web/stats.js")),
+    ("chat.js", JS, include_str!("../web/chat.js")),
+    ("streams.js", JS, include_str!("../web/streams.js")),
+    ("controls.js", JS, include_str!("../web/controls.js")),
+];
 
 /// State shared by all handlers.
 #[derive(Clone)]
@@ -108,6 +127,7 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .route("/", get(viewer_page))
         .route("/view/{stream}", get(viewer_page))
+        .route("/assets/{name}", get(viewer_asset))
         .route("/healthz", get(healthz))
         .merge(protected)
         .fallback(|| async { HttpError::NotFound })
@@ -191,6 +211,22 @@ async fn viewer_page() -> impl IntoResponse {
         ],
         VIEWER_PAGE,
     )
+}
+
+/// `GET /assets/{name}`: one of [`VIEWER_ASSETS`]; any other name is a 404.
+async fn viewer_asset(Path(name): Path<String>) -> Result<Response, HttpError> {
+    let (_, content_type, body) = VIEWER_ASSETS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .ok_or(HttpError::NotFound)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        *body,
+    )
+        .into_response())
 }
 
 /// Refuses requests without the right bearer token (when the server has one).

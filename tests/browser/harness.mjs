@@ -43,13 +43,16 @@ function stopChild(child) {
  * command-line switches, e.g. --use-fake-ui-for-media-stream: with media permission granted
  * Chromium gathers host candidates on every interface, loopback included (without it, in a
  * loopback-only namespace, it gathers none and only learns peer-reflexive ones from checks).
+ * `context` adds playwright context options, e.g. a phone's { viewport, deviceScaleFactor,
+ * isMobile, hasTouch }.
  */
-export async function launchBrowser({ args = [] } = {}) {
+export async function launchBrowser({ args = [], context: options = {} } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "whepcast-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1280, height: 720 },
+    ...options,
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -57,12 +60,21 @@ export async function launchBrowser({ args = [] } = {}) {
       "--autoplay-policy=no-user-gesture-required", ...args,
     ],
   });
-  // WHEPCAST_PAGE=path/to/index.html: serve that viewer page instead of the one built into the
-  // binary (to try page changes against an older server build without rebuilding it).
+  // WHEPCAST_PAGE=path/to/index.html: serve that viewer page, and its /assets/NAME from the
+  // same directory, instead of the ones built into the binary (to try page changes against
+  // an older server build without rebuilding it).
   if (process.env.WHEPCAST_PAGE) {
     const html = readFileSync(process.env.WHEPCAST_PAGE, "utf8");
+    const dir = dirname(process.env.WHEPCAST_PAGE);
     await context.route((url) => url.pathname === "/" || url.pathname.startsWith("/view/"),
       (route) => route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: html }));
+    await context.route((url) => /^\/assets\/[\w.-]+$/.test(url.pathname), (route) => {
+      const name = new URL(route.request().url()).pathname.slice("/assets/".length);
+      let body;
+      try { body = readFileSync(join(dir, name), "utf8"); } catch { return route.fulfill({ status: 404, body: "not here" }); }
+      const contentType = name.endsWith(".css") ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8";
+      return route.fulfill({ status: 200, contentType, headers: { "Cache-Control": "no-cache" }, body });
+    });
   }
   return {
     context,
