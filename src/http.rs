@@ -573,7 +573,7 @@ mod tests {
             get(|| async {
                 let v: Vec<u8> = Vec::new();
                 // An index a peer could control, out of range.
-                v[std::hint::black_box(3)]
+                v[std::hint::black_box(3)].to_string()
             }),
         ));
         let res = app
