@@ -50,7 +50,7 @@ impl Token {
 
     /// Whether `header` is `Bearer <this token>`; the comparison does not leak, through its
     /// timing, how much of the token a guess got right.
-    fn admits(&self, header: Option<&HeaderValue>) -> bool {
+    pub(crate) fn admits(&self, header: Option<&HeaderValue>) -> bool {
         use subtle::ConstantTimeEq;
         let Some(given) = header.and_then(|v| v.to_str().ok()).and_then(|v| {
             v.strip_prefix("Bearer ")
@@ -258,9 +258,13 @@ fn add_ice_links(state: &AppState, h: &mut HeaderMap, credentials: bool) {
 /// Without one, only our own page and non-browser clients (same origin, or no `Origin`):
 /// CORS is open, so any web page a local user visits could otherwise read them.
 fn turn_credentials_allowed(state: &AppState, headers: &HeaderMap) -> bool {
-    if state.token.is_some() {
-        return true; // the request got past the token check
-    }
+    // With a token, the request got past the token check.
+    state.token.is_some() || same_origin_or_none(headers)
+}
+
+/// Whether the request has no `Origin` (not a browser's cross-origin request), or one whose
+/// host is the request's `Host`.
+pub(crate) fn same_origin_or_none(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -308,14 +312,11 @@ async fn patch_session(
 ) -> Result<Response, HttpError> {
     check_content_type(&headers, TRICKLE_TYPE)?;
     let body = read_body(&headers, body, sdpfrag::MAX_FRAGMENT_BYTES).await?;
-    let if_match = match headers.get(header::IF_MATCH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| HttpError::BadRequest("If-Match is not ASCII".into()))?,
-        ),
-    };
-    match state.sessions.patch(&id, if_match, &body).await? {
+    match state
+        .sessions
+        .patch(&id, if_match(&headers)?, &body)
+        .await?
+    {
         Patched::Trickled { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
         Patched::Restarted { fragment, etag } => {
             let mut response = (StatusCode::OK, fragment).into_response();
@@ -324,6 +325,17 @@ async fn patch_session(
             h.insert(header::ETAG, header_value(&etag)?);
             Ok(response)
         }
+    }
+}
+
+/// The request's `If-Match`, if any, as text.
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| HttpError::BadRequest("If-Match is not ASCII".into())),
     }
 }
 
@@ -437,7 +449,7 @@ async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Accepts a body whose media type (parameters aside) is `expected`.
-fn check_content_type(headers: &HeaderMap, expected: &str) -> Result<(), HttpError> {
+pub(crate) fn check_content_type(headers: &HeaderMap, expected: &str) -> Result<(), HttpError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -118,7 +118,7 @@ pub fn choose_h264(sdp: &str) -> Result<H264Choice, OfferError> {
 /// Ranks an H.264 fmtp line: `Some(0)` is the best match for our stream; `None` means our
 /// stream cannot be sent with it (packetization-mode 0, or a profile a Constrained Baseline
 /// stream does not conform to).
-fn rank_h264(fmtp: &str) -> Option<u8> {
+pub(crate) fn rank_h264(fmtp: &str) -> Option<u8> {
     let mut mode = 0u8;
     let mut pli = "42001f".to_string(); // RFC 6184 default: Baseline, level 1.0 (we ignore level)
     for param in fmtp.split(';') {
@@ -188,7 +188,12 @@ mod tests {
     #[test]
     fn multibyte_profile_level_id_is_refused_not_a_panic() {
         // Six bytes each, so a length check alone lets them through to byte slicing.
-        for pli in ["a\u{e9}123", "4\u{20ac}1f", "\u{e9}\u{e9}\u{e9}", "42e01\u{7f}"] {
+        for pli in [
+            "a\u{e9}123",
+            "4\u{20ac}1f",
+            "\u{e9}\u{e9}\u{e9}",
+            "42e01\u{7f}",
+        ] {
             let sdp = offer(&format!(
                 "a=recvonly\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id={pli}\r\n"
             ));

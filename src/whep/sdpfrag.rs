@@ -12,7 +12,7 @@ use std::fmt::Write;
 /// Largest fragment accepted: a browser sends a few candidates per PATCH (< 1 KiB).
 pub const MAX_FRAGMENT_BYTES: usize = 16 * 1024;
 /// Most candidates in one fragment; a peer has a handful of interfaces.
-const MAX_CANDIDATES: usize = 64;
+pub(crate) const MAX_CANDIDATES: usize = 64;
 
 /// A parsed fragment.
 #[derive(Debug, Default, PartialEq, Eq)]
