@@ -25,6 +25,8 @@ mod broadcaster;
 pub mod check;
 pub mod config;
 pub mod encode;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod rtc;
