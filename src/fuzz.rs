@@ -559,7 +559,7 @@ fn json_text(u: &mut Unstructured) -> Result<String> {
 // STUN (the nomination shim)
 // ---------------------------------------------------------------------------------------
 
-/// One UDP datagram through the nomination shim: [`stun_header`], then the state machine of
+/// One UDP datagram through the nomination shim: `stun_header`, then the state machine of
 /// a fresh socket.
 pub fn stun(data: &[u8]) {
     let Some(header) = stun_header(data) else {
