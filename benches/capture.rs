@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 use whepcast::config::Size;
-use whepcast::source::{ByteOrder, FrameInfo, I420Frame, OpenOptions, SourceSpec};
+use whepcast::frame::{ByteOrder, I420Frame};
+use whepcast::source::{FrameInfo, OpenOptions, SourceSpec};
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{ChangeGCAux, ConnectionExt as _, CreateGCAux, Rectangle};
 
@@ -54,8 +55,12 @@ fn source_cost(name: &str, draw: &dyn Fn(u64) -> Vec<Rectangle>) {
     let root = conn.setup().roots[screen].root;
     let gc = conn.generate_id().unwrap();
     conn.create_gc(gc, root, &CreateGCAux::new()).unwrap();
-    let mut source =
-        whepcast::source::open(&SourceSpec::Screen(None), OpenOptions::default()).unwrap();
+    let mut source = whepcast::source::open(
+        &SourceSpec::Screen(None),
+        OpenOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
     let mut frame = I420Frame::new(source.size());
     let (n, mut spent, mut new) = (300u64, Duration::ZERO, 0u32);
     for i in 0..n + 2 {

@@ -23,13 +23,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use whepcast::broadcast::Canvas;
-use whepcast::broadcast::Packetizer;
 use whepcast::config::{Bitrate, EncodeSettings, Size};
 use whepcast::encode::{Encoder, Worker};
+use whepcast::fanout::Packetizer;
+use whepcast::frame::{ByteOrder, Canvas, I420Frame, Pixels, Rect};
 use whepcast::source::{
-    ByteOrder, FrameInfo, FramePusher, I420Frame, OpenOptions, Pattern, Pixels, PushSource, Rect,
-    Source, SourceSpec,
+    FrameInfo, FramePusher, OpenOptions, Pattern, PushSource, Source, SourceSpec,
 };
 
 fn info(number: u64) -> FrameInfo {
@@ -182,9 +181,12 @@ impl ScreenDesktop {
         let root = conn.setup().roots[index].root;
         let gc = conn.generate_id().ok()?;
         conn.create_gc(gc, root, &CreateGCAux::new()).ok()?;
-        let source =
-            whepcast::source::open(&SourceSpec::Screen(Some(index)), OpenOptions::default())
-                .ok()?;
+        let source = whepcast::source::open(
+            &SourceSpec::Screen(Some(index)),
+            OpenOptions::default(),
+            &Default::default(),
+        )
+        .ok()?;
         let mut me = Self {
             desktop: Desktop::new(size),
             conn,

@@ -89,6 +89,7 @@ fn usage(pid: u32) -> (f64, u64) {
             .get(12)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
+    // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kb: u64 = status
@@ -139,6 +140,7 @@ async fn measure(name: &'static str, viewers: usize, window: Duration) -> Option
     for c in &clients {
         c.close().await;
     }
+    // SAFETY: kill(2) on the child we started and have not waited for yet.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = tokio::task::spawn_blocking(move || target.child.wait()).await;
     Some(Row {

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 use whepcast::config::Size;
-use whepcast::source::{Pixels, Rect};
+use whepcast::frame::{Pixels, Rect};
 use whepcast::Broadcaster;
 
 const W: usize = 640;

@@ -9,13 +9,15 @@ bash scripts/setup-test.sh
 [ -x ../shared/peers/setup-gst.sh ] && { bash ../shared/peers/setup-gst.sh || echo "GStreamer reference unavailable" >&2; }
 cargo build --release --locked
 cargo bench --locked --no-run
+# Waits for X display :$1 to accept connections (its socket appears).
+wait_x() { for _ in $(seq 100); do [ -S /tmp/.X11-unix/X$1 ] && return 0; sleep 0.05; done; echo "Xvfb :$1 did not start" >&2; return 1; }
 netns() { if [ "$(id -u)" -eq 0 ]; then unshare -n sh -c "ip link set lo up && $*"; else sh -c "$*"; fi; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 case $what in
   encoder)
     # One X screen per size, for the "desktop on screen" rows (captured by the screen source).
     Xvfb :98 -screen 0 1280x720x24 -screen 1 1920x1080x24 -nolisten tcp -noreset >/dev/null 2>&1 & xvfb=$!
-    sleep 1
+    wait_x 98
     DISPLAY=:98 cargo bench --locked --bench encoder
     kill $xvfb ;;
   fanout) netns "cargo bench --locked --offline --bench fanout -- $*" ;;
@@ -25,7 +27,7 @@ case $what in
     # A 1920x1080 X display with a static plaid root (an idle desktop: capture costs the
     # same whatever is shown; encoding a still screen is cheap).
     Xvfb :97 -screen 0 1920x1080x24 -nolisten tcp -noreset >/dev/null 2>&1 & xvfb=$!
-    sleep 1
+    wait_x 97
     DISPLAY=:97 xsetroot -mod 7 7 -fg '#336699' -bg '#ffcc00' 
     DISPLAY=:97 cargo bench --locked --bench capture
     netns "DISPLAY=:97 FANOUT_SOURCE=screen cargo bench --locked --offline --bench fanout -- 1 10"

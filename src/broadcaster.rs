@@ -2,7 +2,7 @@
 //! pictures from any thread, and every browser that opens the printed URL watches them.
 //!
 //! ```
-//! use whepcast::{Broadcaster, config::Size, source::Pixels};
+//! use whepcast::{Broadcaster, config::Size, frame::Pixels};
 //!
 //! let size = Size::new(320, 240).unwrap();
 //! let caster = Broadcaster::builder(size).listen("127.0.0.1:0".parse().unwrap()).start().unwrap();
@@ -17,9 +17,10 @@
 //! ```
 
 use crate::config::{Bitrate, EncodeSettings, Size};
+use crate::frame::{Pixels, Rect};
 use crate::rtc::RtcConfig;
 use crate::server::{ServeConfig, ServeError, Server, StreamConfig};
-use crate::source::{push, FramePusher, Pixels, Rect, SourceError};
+use crate::source::{push, FramePusher, SourceError};
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
@@ -79,6 +80,7 @@ impl BroadcasterBuilder {
             rtc: RtcConfig::for_listen_ip(self.listen.ip()),
             token: None,
             max_viewers: None,
+            public: false,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -91,7 +93,7 @@ impl BroadcasterBuilder {
                 {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(ServeError::Io(e)));
+                        let _ = ready_tx.send(Err(ServeError::Runtime(e)));
                         return;
                     }
                 };
@@ -111,10 +113,9 @@ impl BroadcasterBuilder {
                         }
                     }
                 });
-            })?;
-        let addr = ready_rx
-            .recv()
-            .map_err(|_| ServeError::Config("the server thread died while starting".into()))??;
+            })
+            .map_err(ServeError::Runtime)?;
+        let addr = ready_rx.recv().map_err(|_| ServeError::ThreadDied)??;
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {

@@ -6,10 +6,11 @@
 //! same configuration. Every encoded frame is decoded again with OpenH264 from the very bytes
 //! written to the file and compared with its source frame (PSNR of luma).
 
-use crate::broadcast::{prepare, StartError};
 use crate::config::EncodeSettings;
 use crate::encode::{nal_units, EncodeError};
-use crate::source::{self, FrameInfo, I420Frame, OpenOptions, SourceError, SourceSpec};
+use crate::frame::I420Frame;
+use crate::pipeline::{prepare, StartError};
+use crate::source::{self, FrameInfo, OpenOptions, SourceError, SourceSpec};
 use serde::Serialize;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -25,12 +26,33 @@ pub enum CheckError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    #[error("{0}")]
-    Settings(String),
+    #[error("{0}: the output must end in .h264 (Annex B) or .mp4")]
+    Container(PathBuf),
+    #[error("the source produced no frames")]
+    NoFrames,
     #[error("writing {path}: {err}")]
-    Write { path: String, err: String },
+    Write {
+        path: String,
+        #[source]
+        err: WriteError,
+    },
     #[error("decoding the output back: {0}")]
-    Decode(String),
+    Decode(#[source] openh264::Error),
+    #[error("decoding the output back: frame {0} produced no picture")]
+    NoPicture(u64),
+}
+
+/// Why the output file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("MP4: {0}")]
+    Mp4(#[from] mp4::Error),
+    #[error("the first frame carries no SPS/PPS")]
+    NoParameterSets,
+    #[error("no frames were written")]
+    NoFrames,
 }
 
 /// Output container, from the file name.
@@ -44,7 +66,7 @@ pub enum Container {
 }
 
 impl Container {
-    pub fn from_path(path: &Path) -> Result<Self, String> {
+    pub fn from_path(path: &Path) -> Result<Self, CheckError> {
         match path
             .extension()
             .and_then(|e| e.to_str())
@@ -53,10 +75,7 @@ impl Container {
         {
             Some("h264") | Some("264") => Ok(Container::H264),
             Some("mp4") => Ok(Container::Mp4),
-            _ => Err(format!(
-                "{}: the output must end in .h264 (Annex B) or .mp4",
-                path.display()
-            )),
+            _ => Err(CheckError::Container(path.to_owned())),
         }
     }
 }
@@ -167,12 +186,12 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// Runs the check: encode, write, decode back, measure, judge.
 pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckError> {
-    let container = Container::from_path(&cfg.out).map_err(CheckError::Settings)?;
-    let source = source::open(&cfg.source, cfg.open).map_err(StartError::from)?;
+    let container = Container::from_path(&cfg.out)?;
+    let never = tokio_util::sync::CancellationToken::new();
+    let source = source::open(&cfg.source, cfg.open, &never).map_err(StartError::from)?;
     let (mut source, mut encoder, settings) = prepare(source, cfg.settings)?;
-    let mut decoder =
-        openh264::decoder::Decoder::new().map_err(|e| CheckError::Decode(e.to_string()))?;
-    let write_err = |err: String| CheckError::Write {
+    let mut decoder = openh264::decoder::Decoder::new().map_err(CheckError::Decode)?;
+    let write_err = |err: WriteError| CheckError::Write {
         path: cfg.out.display().to_string(),
         err,
     };
@@ -209,8 +228,8 @@ pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckErr
         // Decode exactly what was written and compare with the source picture.
         let decoded = decoder
             .decode(out.annexb)
-            .map_err(|e| CheckError::Decode(e.to_string()))?
-            .ok_or_else(|| CheckError::Decode(format!("frame {n} produced no picture")))?;
+            .map_err(CheckError::Decode)?
+            .ok_or(CheckError::NoPicture(n))?;
         psnr.push(psnr_y(&frame, &decoded));
         progress(n + 1, cfg.frames);
     }
@@ -218,7 +237,7 @@ pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckErr
 
     let frames = psnr.len() as u64;
     if frames == 0 {
-        return Err(CheckError::Settings("the source produced no frames".into()));
+        return Err(CheckError::NoFrames);
     }
     let duration = frames as f64 / settings.fps as f64;
     let achieved = bytes as f64 * 8.0 / duration;
@@ -353,8 +372,12 @@ enum Sink {
 const MP4_TIMESCALE: u32 = 90_000;
 
 impl Sink {
-    fn create(path: &Path, container: Container, settings: EncodeSettings) -> Result<Self, String> {
-        let file = BufWriter::new(std::fs::File::create(path).map_err(|e| e.to_string())?);
+    fn create(
+        path: &Path,
+        container: Container,
+        settings: EncodeSettings,
+    ) -> Result<Self, WriteError> {
+        let file = BufWriter::new(std::fs::File::create(path)?);
         Ok(match container {
             Container::H264 => Sink::H264(file),
             Container::Mp4 => Sink::Mp4 {
@@ -367,10 +390,10 @@ impl Sink {
     }
 
     /// Writes one access unit; returns the bytes of coded video it holds.
-    fn write(&mut self, annexb: &[u8], n: u64, keyframe: bool) -> Result<u64, String> {
+    fn write(&mut self, annexb: &[u8], n: u64, keyframe: bool) -> Result<u64, WriteError> {
         match self {
             Sink::H264(f) => {
-                f.write_all(annexb).map_err(|e| e.to_string())?;
+                f.write_all(annexb)?;
                 Ok(annexb.len() as u64)
             }
             Sink::Mp4 {
@@ -384,20 +407,18 @@ impl Sink {
                     let find =
                         |t: u8| nal_units(annexb).find(|u| u.first().map(|b| b & 0x1f) == Some(t));
                     let (Some(sps), Some(pps), Some(file)) = (find(7), find(8), file.take()) else {
-                        return Err("the first frame carries no SPS/PPS".into());
+                        return Err(WriteError::NoParameterSets);
                     };
                     let config = mp4::Mp4Config {
-                        major_brand: str::parse("isom").map_err(|e: mp4::Error| e.to_string())?,
+                        major_brand: str::parse("isom")?,
                         minor_version: 512,
                         compatible_brands: ["isom", "iso2", "avc1", "mp41"]
                             .iter()
                             .map(|b| str::parse(b))
-                            .collect::<Result<_, mp4::Error>>()
-                            .map_err(|e| e.to_string())?,
+                            .collect::<Result<_, mp4::Error>>()?,
                         timescale: MP4_TIMESCALE,
                     };
-                    let mut w =
-                        mp4::Mp4Writer::write_start(file, &config).map_err(|e| e.to_string())?;
+                    let mut w = mp4::Mp4Writer::write_start(file, &config)?;
                     w.add_track(&mp4::TrackConfig {
                         track_type: mp4::TrackType::Video,
                         timescale: MP4_TIMESCALE,
@@ -408,8 +429,7 @@ impl Sink {
                             seq_param_set: sps.to_vec(),
                             pic_param_set: pps.to_vec(),
                         }),
-                    })
-                    .map_err(|e| e.to_string())?;
+                    })?;
                     *writer = Some(w);
                 }
                 // MP4 samples hold length-prefixed NAL units; SPS/PPS live in avcC.
@@ -422,7 +442,7 @@ impl Sink {
                     sample.extend_from_slice(unit);
                 }
                 let duration = MP4_TIMESCALE / settings.fps;
-                let w = writer.as_mut().ok_or("MP4 writer missing")?;
+                let w = writer.as_mut().ok_or(WriteError::NoParameterSets)?;
                 w.write_sample(
                     1,
                     &mp4::Mp4Sample {
@@ -432,25 +452,24 @@ impl Sink {
                         is_sync: keyframe,
                         bytes: bytes::Bytes::copy_from_slice(sample),
                     },
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 Ok(annexb.len() as u64)
             }
         }
     }
 
     /// Finishes the file; returns its size in bytes.
-    fn finish(self) -> Result<u64, String> {
+    fn finish(self) -> Result<u64, WriteError> {
         let mut file = match self {
             Sink::H264(f) => f,
             Sink::Mp4 { writer, .. } => {
-                let mut w = writer.ok_or("no frames were written")?;
-                w.write_end().map_err(|e| e.to_string())?;
+                let mut w = writer.ok_or(WriteError::NoFrames)?;
+                w.write_end()?;
                 w.into_writer()
             }
         };
-        file.flush().map_err(|e| e.to_string())?;
-        let f = file.into_inner().map_err(|e| e.to_string())?;
-        Ok(f.metadata().map_err(|e| e.to_string())?.len())
+        file.flush()?;
+        let f = file.into_inner().map_err(|e| e.into_error())?;
+        Ok(f.metadata()?.len())
     }
 }

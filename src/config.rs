@@ -16,6 +16,34 @@ pub struct Size {
     pub height: u32,
 }
 
+/// A setting the encoder cannot take; the message says what to write instead.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("'{0}' is not a size; write WIDTHxHEIGHT, e.g. 1280x720")]
+    NotASize(String),
+    #[error(
+        "{width}x{height} has an odd side; H.264 (4:2:0) needs even width and height, e.g. {}x{}",
+        width & !1,
+        height & !1
+    )]
+    OddSize { width: u32, height: u32 },
+    #[error(
+        "{width}x{height} is too small; each side must be at least {}",
+        Size::MIN
+    )]
+    TooSmall { width: u32, height: u32 },
+    #[error("{width}x{height} is too large; the encoder stops at 3840x2160")]
+    TooLarge { width: u32, height: u32 },
+    #[error("'{0}' is not a bit rate; write e.g. 2500k, 4M or 800000")]
+    NotABitrate(String),
+    #[error("bit rate {0} is out of range; use between 10k and 100M")]
+    BitrateOutOfRange(String),
+    #[error("--fps {0} is out of range; use 1 to 120")]
+    FpsOutOfRange(u32),
+    #[error("--keyint {0} is out of range; use seconds between 0.1 and 600")]
+    KeyintOutOfRange(f32),
+}
+
 impl Size {
     /// Smallest and largest sizes OpenH264 encodes (level 5.2 tops out at 4K).
     pub const MIN: u32 = 16;
@@ -23,26 +51,16 @@ impl Size {
     pub const MAX_SHORT: u32 = 2160;
 
     /// A checked size: even, and within what the encoder accepts.
-    pub fn new(width: u32, height: u32) -> Result<Self, String> {
+    pub fn new(width: u32, height: u32) -> Result<Self, ConfigError> {
         if width % 2 != 0 || height % 2 != 0 {
-            return Err(format!(
-                "{width}x{height} has an odd side; H.264 (4:2:0) needs even width and height, \
-                 e.g. {}x{}",
-                width & !1,
-                height & !1
-            ));
+            return Err(ConfigError::OddSize { width, height });
         }
         if width < Self::MIN || height < Self::MIN {
-            return Err(format!(
-                "{width}x{height} is too small; each side must be at least {}",
-                Self::MIN
-            ));
+            return Err(ConfigError::TooSmall { width, height });
         }
         let (long, short) = (width.max(height), width.min(height));
         if long > Self::MAX_LONG || short > Self::MAX_SHORT {
-            return Err(format!(
-                "{width}x{height} is too large; the encoder stops at 3840x2160"
-            ));
+            return Err(ConfigError::TooLarge { width, height });
         }
         Ok(Self { width, height })
     }
@@ -63,9 +81,9 @@ impl Default for Size {
 }
 
 impl FromStr for Size {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{s}' is not a size; write WIDTHxHEIGHT, e.g. 1280x720");
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::NotASize(s.to_owned());
         let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
         let w = w.trim().parse().map_err(|_| bad())?;
         let h = h.trim().parse().map_err(|_| bad())?;
@@ -90,9 +108,9 @@ impl Bitrate {
 }
 
 impl FromStr for Bitrate {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{s}' is not a bit rate; write e.g. 2500k, 4M or 800000");
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::NotABitrate(s.to_owned());
         let t = s.trim();
         let (num, mul) = match t.char_indices().last() {
             Some((i, 'k' | 'K')) => (&t[..i], 1e3),
@@ -102,9 +120,7 @@ impl FromStr for Bitrate {
         let v: f64 = num.trim().parse().map_err(|_| bad())?;
         let bps = v * mul;
         if !(10_000.0..=100_000_000.0).contains(&bps) {
-            return Err(format!(
-                "bit rate {s} is out of range; use between 10k and 100M"
-            ));
+            return Err(ConfigError::BitrateOutOfRange(s.to_owned()));
         }
         Ok(Bitrate(bps as u32))
     }
@@ -135,15 +151,12 @@ pub struct EncodeSettings {
 
 impl EncodeSettings {
     /// Checks the values that are not checked by their own types.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=120).contains(&self.fps) {
-            return Err(format!("--fps {} is out of range; use 1 to 120", self.fps));
+            return Err(ConfigError::FpsOutOfRange(self.fps));
         }
         if !(self.keyint > 0.0 && self.keyint <= 600.0) {
-            return Err(format!(
-                "--keyint {} is out of range; use seconds between 0.1 and 600",
-                self.keyint
-            ));
+            return Err(ConfigError::KeyintOutOfRange(self.keyint));
         }
         Ok(())
     }
@@ -181,7 +194,7 @@ mod tests {
     fn sizes_parse_and_odd_sides_are_refused() {
         assert_eq!("1280x720".parse::<Size>().unwrap().area(), 1280 * 720);
         let err = "13x7".parse::<Size>().unwrap_err();
-        assert!(err.contains("even"), "{err}");
+        assert!(err.to_string().contains("even"), "{err}");
         assert!("12x".parse::<Size>().is_err());
         assert!("4000x4000".parse::<Size>().is_err());
     }

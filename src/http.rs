@@ -1,4 +1,4 @@
-//! Stage 5: **http** — the WHEP endpoints, the viewer page and the JSON API, on axum.
+//! On top: **http** — the WHEP endpoints, the viewer page and the JSON API, on axum.
 //!
 //! | method + path               | what                                                    |
 //! |-----------------------------|---------------------------------------------------------|
@@ -14,6 +14,7 @@
 //! Handlers are small; every failure becomes an [`HttpError`], and [`HttpError`] alone
 //! decides status codes and messages (plain text that says what to fix).
 
+use crate::pipeline;
 use crate::whep::{sdpfrag, Patched, Sessions, WhepError};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -35,6 +36,8 @@ pub const VIEWER_PAGE: &str = include_str!("../web/index.html");
 #[derive(Clone)]
 pub struct AppState {
     pub sessions: Sessions,
+    /// Each stream's pipeline, for the API, `/metrics` and `/healthz`.
+    pub pipelines: std::sync::Arc<[pipeline::Status]>,
     /// When set, WHEP and API requests need `Authorization: Bearer <token>`.
     pub token: Option<Token>,
 }
@@ -352,14 +355,12 @@ async fn delete_session(
 /// each stream that is not and why. Open without a token, for load balancers and probes.
 async fn healthz(State(state): State<AppState>) -> Response {
     let problems: Vec<String> = state
-        .sessions
-        .streams()
+        .pipelines
         .iter()
-        .filter_map(|s| {
-            s.feed
-                .health()
+        .filter_map(|p| {
+            p.health()
                 .err()
-                .map(|why| format!("stream '{}': {why}", s.name))
+                .map(|why| format!("stream '{}': {why}", p.name()))
         })
         .collect();
     if problems.is_empty() {
@@ -375,10 +376,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         return HttpError::Internal("another metrics recorder is installed".into()).into_response();
     };
     // Copy in what the pipelines and sessions already count.
-    for s in state.sessions.streams() {
-        let st = s.feed.stats();
-        let name = s.name.clone();
-        metrics::gauge!("whepcast_viewers", "stream" => name.clone()).set(s.viewers() as f64);
+    for p in state.pipelines.iter() {
+        let st = p.stats();
+        let name = p.name().to_owned();
+        metrics::gauge!("whepcast_viewers", "stream" => name.clone())
+            .set(viewers(&state, p) as f64);
         metrics::gauge!("whepcast_pipeline_load", "stream" => name.clone())
             .set(st.load_permille.load(Ordering::Relaxed) as f64 / 1000.0);
         metrics::gauge!("whepcast_overloaded", "stream" => name.clone())
@@ -410,24 +412,23 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 /// `GET /api/streams`.
 async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
     let streams: Vec<_> = state
-        .sessions
-        .streams()
+        .pipelines
         .iter()
-        .map(|s| {
-            let st = s.feed.stats();
-            let cfg = s.feed.settings();
+        .map(|p| {
+            let st = p.stats();
+            let cfg = p.settings();
             let size = st.size();
             serde_json::json!({
-                "name": s.name,
-                "source": s.source,
-                "state": if s.feed.is_ended() { "ended" } else { "live" },
+                "name": p.name(),
+                "source": p.label(),
+                "state": if p.is_ended() { "ended" } else { "live" },
                 "size": size.to_string(),
                 "width": size.width,
                 "height": size.height,
                 "fps": cfg.fps,
                 "bitrate": cfg.bitrate.bps(),
                 "keyint_seconds": cfg.keyint,
-                "viewers": s.viewers(),
+                "viewers": viewers(&state, p),
                 "frames_in": st.frames_in.load(Ordering::Relaxed),
                 "frames_encoded": st.frames_encoded.load(Ordering::Relaxed),
                 "frames_dropped": st.frames_dropped.load(Ordering::Relaxed),
@@ -438,7 +439,7 @@ async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
                 // Share of the frame time the pipeline is busy; above 1 it drops frames.
                 "load": st.load_permille.load(Ordering::Relaxed) as f64 / 1000.0,
                 "overloaded": st.overloaded.load(Ordering::Relaxed),
-                "uptime_seconds": s.feed.uptime().as_secs_f64(),
+                "uptime_seconds": p.uptime().as_secs_f64(),
             })
         })
         .collect();
@@ -446,6 +447,14 @@ async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
         "streams": streams,
         "sessions": state.sessions.counts(),
     }))
+}
+
+/// Viewers of `pipeline`'s stream, connected or connecting.
+fn viewers(state: &AppState, pipeline: &pipeline::Status) -> usize {
+    state
+        .sessions
+        .stream(pipeline.name())
+        .map_or(0, |s| s.viewers())
 }
 
 /// Accepts a body whose media type (parameters aside) is `expected`.
@@ -517,40 +526,21 @@ pub enum HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        use crate::rtc::OfferError;
         let status = match &self {
-            HttpError::Whep(WhepError::Offer(OfferError::NoH264(_))) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            HttpError::Whep(WhepError::Offer(OfferError::NoVideo))
-            | HttpError::Whep(WhepError::Offer(OfferError::NotReceiving(_))) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            HttpError::Whep(WhepError::Offer(OfferError::Malformed(_))) => StatusCode::BAD_REQUEST,
-            HttpError::Whep(WhepError::UnknownSession(_))
-            | HttpError::Whep(WhepError::UnknownStream { .. }) => StatusCode::NOT_FOUND,
-            HttpError::Whep(WhepError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            HttpError::Whep(WhepError::StreamEnded(_)) => StatusCode::GONE,
-            HttpError::Whep(WhepError::Rtc(crate::rtc::RtcError::NoPorts(_))) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            HttpError::Whep(WhepError::Rtc(_)) | HttpError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            HttpError::Whep(WhepError::Fragment(_)) => StatusCode::BAD_REQUEST,
-            HttpError::Whep(WhepError::PreconditionRequired) => StatusCode::PRECONDITION_REQUIRED,
-            HttpError::Whep(WhepError::PreconditionFailed { .. }) => {
-                StatusCode::PRECONDITION_FAILED
-            }
+            HttpError::Whep(e) => e.status(),
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
-            HttpError::Whep(WhepError::Full { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Expected under load (caps, running out): counted in
+            // whepcast_sessions_refused_total; a line each would flood the log.
+            tracing::debug!("{status}: {self}");
+        } else if status.is_server_error() {
             tracing::warn!("{status}: {self}");
         } else {
             tracing::debug!("{status}: {self}");

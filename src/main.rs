@@ -1,10 +1,9 @@
 //! The `whepcast` command line. Errors here are `anyhow`; the library's are typed.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use whepcast::config::{Bitrate, EncodeSettings, Size};
-use whepcast::rtc::{IceServer, PortPool, RtcConfig};
+use whepcast::rtc::{PortPool, RtcConfig};
 use whepcast::server::{ServeConfig, Server, StreamConfig};
 use whepcast::source::{OpenOptions, PixelFormat, SourceSpec};
 
@@ -134,40 +133,6 @@ struct ServeArgs {
     udp_ports: Option<String>,
 }
 
-/// The STUN/TURN servers from the command line, checked.
-fn ice_servers(args: &ServeArgs) -> anyhow::Result<Vec<IceServer>> {
-    let mut servers = Vec::new();
-    for url in &args.stun {
-        anyhow::ensure!(
-            url.starts_with("stun:") || url.starts_with("stuns:"),
-            "--stun '{url}' must start with stun: (TURN servers go in --turn)"
-        );
-        servers.push(IceServer::new(url, None, None).map_err(anyhow::Error::msg)?);
-    }
-    for (flag, v) in [
-        ("--turn-user", &args.turn_user),
-        ("--turn-pass", &args.turn_pass),
-    ] {
-        anyhow::ensure!(
-            v.len() <= 1 || v.len() == args.turn.len(),
-            "{flag} is given {} times for {} --turn servers: give it once for all, or once per server",
-            v.len(),
-            args.turn.len()
-        );
-    }
-    let pick = |v: &[String], i: usize| v.get(i).or(v.first()).cloned();
-    for (i, url) in args.turn.iter().enumerate() {
-        anyhow::ensure!(
-            url.starts_with("turn:") || url.starts_with("turns:"),
-            "--turn '{url}' must start with turn: or turns:"
-        );
-        let server = IceServer::new(url, pick(&args.turn_user, i), pick(&args.turn_pass, i))
-            .map_err(anyhow::Error::msg)?;
-        servers.push(server);
-    }
-    Ok(servers)
-}
-
 /// What remains after that is glibc's per-thread cache (tcache: up to 7 freed chunks per size
 /// class and thread, which `malloc_trim` cannot release): chunks of closed sessions held by
 /// the runtime's threads pin ~1.8 MB of pages. One chunk per class instead of 7 gives that back
@@ -207,6 +172,7 @@ fn limit_thread_cache() {}
 fn main() -> std::process::ExitCode {
     limit_thread_cache();
     whepcast::server::tune_allocator();
+    whepcast::server::raise_fd_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHEPCAST_LOG")
@@ -248,7 +214,7 @@ fn encode(args: EncodeArgs) -> std::process::ExitCode {
         std::process::ExitCode::from(2)
     };
     if let Err(e) = Container::from_path(&args.out) {
-        return usage(e);
+        return usage(e.to_string());
     }
     let config = CheckConfig {
         source: args.source,
@@ -269,7 +235,7 @@ fn encode(args: EncodeArgs) -> std::process::ExitCode {
         check_keyint: args.keyint.is_some(),
     };
     if let Err(e) = config.settings.validate() {
-        return usage(e);
+        return usage(e.to_string());
     }
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(config.frames);
@@ -294,7 +260,9 @@ fn encode(args: EncodeArgs) -> std::process::ExitCode {
     };
     let report = match check::run(&config, &mut progress) {
         Ok(r) => r,
-        Err(e @ (CheckError::Start(_) | CheckError::Settings(_))) => return usage(e.to_string()),
+        Err(e @ (CheckError::Start(_) | CheckError::Container(_) | CheckError::NoFrames)) => {
+            return usage(e.to_string())
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;
@@ -349,13 +317,7 @@ impl std::str::FromStr for StreamArg {
             .split_once('=')
             .ok_or_else(|| format!("'{s}': write NAME=SOURCE, e.g. desk=screen:0,fps=15"))?;
         let name = name.trim();
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name != "session"
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
+        if !whepcast::server::valid_stream_name(name) {
             return Err(format!(
                 "stream name '{name}': use 1-64 letters, digits, '-' or '_' (not 'session')"
             ));
@@ -379,9 +341,9 @@ impl std::str::FromStr for StreamArg {
                 .split_once('=')
                 .ok_or_else(|| format!("'{kv}' in --stream {name}: write key=value"))?;
             match k.trim() {
-                "size" => arg.size = Some(v.parse()?),
+                "size" => arg.size = Some(v.parse().map_err(|e| format!("{e}"))?),
                 "fps" => arg.fps = Some(v.parse().map_err(|_| format!("fps={v}: not a number"))?),
-                "bitrate" => arg.bitrate = Some(v.parse()?),
+                "bitrate" => arg.bitrate = Some(v.parse().map_err(|e| format!("{e}"))?),
                 "keyint" => {
                     arg.keyint = Some(v.parse().map_err(|_| format!("keyint={v}: not a number"))?)
                 }
@@ -403,7 +365,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bitrate: args.bitrate,
         keyint: args.keyint,
     };
-    defaults.validate().map_err(anyhow::Error::msg)?;
+    defaults.validate()?;
     let stream_args = if args.streams.is_empty() {
         vec![StreamArg {
             name: "main".into(),
@@ -416,30 +378,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         args.streams.clone()
     };
-    let shares_screen = stream_args
-        .iter()
-        .any(|s| matches!(s.source, SourceSpec::Screen(_)));
-    if shares_screen && !args.listen.ip().is_loopback() && args.token.is_none() && !args.public {
-        anyhow::bail!(
-            "refusing to share a screen on {} without a token: anyone who can reach this \
-             address could watch it. Set one with WHEPCAST_TOKEN=<secret> (or --token), listen on \
-             127.0.0.1, or pass --public if the screen is meant for everyone",
-            args.listen
-        );
-    }
-    if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        anyhow::bail!(
-            "--token is empty; set a secret, e.g. WHEPCAST_TOKEN=$(openssl rand -hex 16)"
-        );
-    }
-    let mut names = std::collections::HashSet::new();
     let mut streams = Vec::new();
     for s in stream_args {
-        anyhow::ensure!(
-            names.insert(s.name.clone()),
-            "stream name '{}' is used twice",
-            s.name
-        );
         let settings = EncodeSettings {
             fps: s.fps.unwrap_or(defaults.fps),
             bitrate: s.bitrate.unwrap_or(defaults.bitrate),
@@ -453,10 +393,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         streams.push(StreamConfig::from_spec(s.name, s.source, opts, settings));
     }
     let mut rtc = RtcConfig::for_listen_ip(args.listen.ip());
-    rtc.ice_servers = ice_servers(&args)?;
+    rtc.ice_servers =
+        whepcast::rtc::ice::servers(&args.stun, &args.turn, &args.turn_user, &args.turn_pass)?;
     rtc.public_ips = args.public_ip.clone();
     if let Some(range) = &args.udp_ports {
-        rtc.ports = Some(PortPool::parse(range).map_err(anyhow::Error::msg)?);
+        rtc.ports = Some(PortPool::parse(range)?);
     }
     let config = ServeConfig {
         listen: args.listen,
@@ -464,8 +405,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rtc,
         token: args.token.clone(),
         max_viewers: args.max_viewers,
+        public: args.public,
     };
-    let server = Server::bind(config).await.context("cannot start")?;
+    let server = Server::bind(config).await?;
     let addr = server.local_addr();
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()

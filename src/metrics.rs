@@ -2,7 +2,7 @@
 //! exporter.
 //!
 //! Hot paths hold metric handles made once (an atomic add per frame or packet); gauges and
-//! totals the pipeline already counts ([`crate::broadcast::Stats`]) are copied in when scraped.
+//! totals the pipeline already counts ([`crate::pipeline::Stats`]) are copied in when scraped.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -10,6 +10,20 @@ use std::sync::OnceLock;
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// How often recorded histogram samples are folded into their buckets.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every few seconds until `stop`: they
+/// pile up in the recorder until drained, and the encode-time histogram alone would grow by
+/// ~20 MB a day when nobody scrapes. A running server spawns this.
+pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
+    let Some(handle) = install() else { return };
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => handle.run_upkeep(),
+        }
+    }
+}
 
 /// Installs the process-wide recorder (once); `None` if another recorder was installed first.
 pub fn install() -> Option<&'static PrometheusHandle> {
@@ -24,15 +38,6 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
-            // Histogram samples pile up in the recorder until drained: without this, the
-            // encode-time histogram alone would grow by ~20 MB a day when nobody scrapes.
-            let upkeep = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("whepcast-metrics".into())
-                .spawn(move || loop {
-                    std::thread::sleep(UPKEEP_EVERY);
-                    upkeep.run_upkeep();
-                });
             Some(handle)
         })
         .as_ref()

@@ -1,12 +1,13 @@
 //! Wires the stages into a running server: start each stream's pipeline, bind HTTP, serve
 //! until told to stop, then close every session.
 
-use crate::broadcast::{Broadcast, OpenSource, StartError};
 use crate::config::EncodeSettings;
 use crate::http::{self, AppState};
+use crate::pipeline::{self, OpenSource, Pipeline, StartError};
 use crate::rtc::RtcConfig;
+use crate::shutdown::Shutdown;
 use crate::source::{self, OpenOptions, Source, SourceSpec};
-use crate::whep::{Sessions, Stream};
+use crate::whep::{Limits, Sessions, Stream};
 use std::future::Future;
 use std::net::SocketAddr;
 
@@ -14,16 +15,39 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("stream '{name}': {err}")]
-    Stream { name: String, err: StartError },
+    Stream {
+        name: String,
+        #[source]
+        err: StartError,
+    },
     #[error("cannot listen on {addr}: {err}")]
     Bind {
         addr: SocketAddr,
+        #[source]
         err: std::io::Error,
     },
-    #[error("{0}")]
-    Config(String),
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("stream name '{0}': use 1-64 letters, digits, '-' or '_' (not 'session')")]
+    StreamName(String),
+    #[error("stream name '{0}' is used twice")]
+    DuplicateStream(String),
+    #[error("no streams to serve")]
+    NoStreams,
+    #[error(
+        "refusing to share a screen on {0} without a token: anyone who can reach this \
+         address could watch it. Set one with WHEPCAST_TOKEN=<secret> (or --token), listen on \
+         127.0.0.1, or pass --public if the screen is meant for everyone"
+    )]
+    ScreenWithoutToken(SocketAddr),
+    #[error("the token is empty; set a secret, e.g. WHEPCAST_TOKEN=$(openssl rand -hex 16)")]
+    EmptyToken,
+    #[error(transparent)]
+    Rtc(#[from] crate::rtc::RtcError),
+    #[error("cannot start the server's thread or runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the server thread ended while starting")]
+    ThreadDied,
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[source] std::io::Error),
 }
 
 /// glibc gives each thread its own arena and raises its mmap threshold after big frees, so a
@@ -40,6 +64,64 @@ pub fn tune_allocator() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one (many systems start programs at
+/// 1024 while allowing far more): each viewer holds sockets, and the limit decides how many
+/// viewers fit ([`session_capacity`]). Call it at start, as the binary does.
+pub fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                let wanted = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                    tracing::debug!("could not raise the open-file limit to {}", lim.rlim_max);
+                }
+            }
+        }
+    }
+}
+
+/// How long stopping waits for the sessions' tasks to return after closing them.
+const TASKS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Descriptors kept for everything but viewers: listening socket, HTTP connections being
+/// served, the runtime, sources (an X connection, files), logs.
+const RESERVED_FDS: u64 = 128;
+
+/// How many viewer sessions fit in the process's open-file limit when each holds
+/// `fds_per_session` descriptors (its UDP sockets, plus the HTTP connection that set it
+/// up). `None` when there is no limit to speak of.
+pub fn session_capacity(fds_per_session: usize) -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct passed by pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+            || lim.rlim_cur == libc::RLIM_INFINITY
+        {
+            return None;
+        }
+        let usable = lim.rlim_cur.saturating_sub(RESERVED_FDS).max(1);
+        Some((usable / fds_per_session.max(1) as u64).max(1) as usize)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = fds_per_session;
+        None
+    }
+}
+
 /// One stream to serve.
 pub struct StreamConfig {
     /// URL-safe name: the stream is at `/whep/{name}` and `/view/{name}`.
@@ -50,6 +132,19 @@ pub struct StreamConfig {
     pub open: OpenSource,
     /// Encoder settings; the size comes from the source.
     pub settings: EncodeSettings,
+    /// Whether it shows a screen (which needs a token beyond loopback).
+    pub shares_screen: bool,
+}
+
+/// Whether `name` can name a stream: it goes in URLs (`/whep/{name}`), and `session` is
+/// taken by `/whep/session/{id}`.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "session"
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl StreamConfig {
@@ -63,7 +158,8 @@ impl StreamConfig {
         Self {
             name: name.into(),
             label: spec.to_string(),
-            open: Box::new(move || source::open(&spec, opts)),
+            shares_screen: matches!(spec, SourceSpec::Screen(_)),
+            open: Box::new(move |stop| source::open(&spec, opts, stop)),
             settings,
         }
     }
@@ -78,8 +174,9 @@ impl StreamConfig {
         Self {
             name: name.into(),
             label: label.into(),
-            open: Box::new(move || Ok(Box::new(source) as Box<dyn Source>)),
+            open: Box::new(move |_| Ok(Box::new(source) as Box<dyn Source>)),
             settings,
+            shares_screen: false,
         }
     }
 }
@@ -93,6 +190,36 @@ pub struct ServeConfig {
     pub token: Option<String>,
     /// Most viewers per stream (`None`: no limit).
     pub max_viewers: Option<usize>,
+    /// Share a screen beyond loopback without a token: the user said it is meant for all.
+    pub public: bool,
+}
+
+impl ServeConfig {
+    /// The rules every server keeps, whoever configured it (the command line or a program):
+    /// valid, distinct stream names; a non-empty token; no screen beyond loopback without
+    /// a token unless `public`.
+    pub fn check(&self) -> Result<(), ServeError> {
+        if self.streams.is_empty() {
+            return Err(ServeError::NoStreams);
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &self.streams {
+            if !valid_stream_name(&s.name) {
+                return Err(ServeError::StreamName(s.name.clone()));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(ServeError::DuplicateStream(s.name.clone()));
+            }
+        }
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ServeError::EmptyToken);
+        }
+        let screen = self.streams.iter().any(|s| s.shares_screen);
+        if screen && !self.listen.ip().is_loopback() && self.token.is_none() && !self.public {
+            return Err(ServeError::ScreenWithoutToken(self.listen));
+        }
+        Ok(())
+    }
 }
 
 /// A server that is bound and running its pipelines, ready to [`Server::run`].
@@ -100,26 +227,31 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     sessions: Sessions,
     token: Option<crate::http::Token>,
+    statuses: Vec<pipeline::Status>,
+    shutdown: Shutdown,
     // Dropping these stops the pipeline threads; kept until the server ends.
-    _pipelines: Vec<Broadcast>,
+    _pipelines: Vec<Pipeline>,
 }
 
 impl Server {
     /// Starts every stream's pipeline and binds the HTTP listener.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
+        config.check()?;
         crate::metrics::install();
         // Made now so the first viewer does not wait for it.
-        crate::rtc::shared_certificate().map_err(|e| ServeError::Config(e.to_string()))?;
+        crate::rtc::shared_certificate()?;
         let mut pipelines = Vec::new();
         let mut streams = Vec::new();
+        let mut statuses = Vec::new();
         for s in config.streams {
-            let broadcast = Broadcast::start(&s.name, s.open, s.settings).map_err(|err| {
-                ServeError::Stream {
-                    name: s.name.clone(),
-                    err,
-                }
-            })?;
-            let settings = broadcast.feed().settings().to_owned();
+            let pipeline =
+                Pipeline::start(&s.name, s.label.clone(), s.open, s.settings).map_err(|err| {
+                    ServeError::Stream {
+                        name: s.name.clone(),
+                        err,
+                    }
+                })?;
+            let settings = *pipeline.status().settings();
             tracing::info!(
                 "stream '{}': {} {} at {} fps, {} (keyframe every {}s)",
                 s.name,
@@ -129,9 +261,21 @@ impl Server {
                 settings.bitrate,
                 settings.keyint
             );
-            streams.push(Stream::new(&s.name, s.label, broadcast.feed()));
-            pipelines.push(broadcast);
+            streams.push(Stream::new(&s.name, pipeline.feed()));
+            statuses.push(pipeline.status());
+            pipelines.push(pipeline);
         }
+        // Each session binds one UDP socket per local address (nothing else: 910 sessions of
+        // one socket fitted in 1024 descriptors), and its offer came on an HTTP connection.
+        let fds_per_session = config.rtc.udp_addrs.len() + 1;
+        let limits = Limits {
+            per_stream: config.max_viewers,
+            total: session_capacity(fds_per_session),
+        };
+        if let Some(total) = limits.total {
+            tracing::info!("room for {total} viewers in all (open-file limit; ulimit -n)");
+        }
+        let shutdown = Shutdown::new();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|err| ServeError::Bind {
@@ -140,8 +284,10 @@ impl Server {
             })?;
         Ok(Self {
             listener,
-            sessions: Sessions::new(config.rtc, streams, config.max_viewers),
+            sessions: Sessions::new(config.rtc, streams, limits, shutdown.clone()),
+            shutdown,
             token: config.token.as_deref().map(crate::http::Token::new),
+            statuses,
             _pipelines: pipelines,
         })
     }
@@ -164,9 +310,12 @@ impl Server {
     ) -> Result<(), ServeError> {
         let app = http::router(AppState {
             sessions: self.sessions.clone(),
+            pipelines: self.statuses.clone().into(),
             token: self.token.clone(),
         });
         let sessions = self.sessions.clone();
+        self.shutdown
+            .spawn(crate::metrics::upkeep(self.shutdown.token().clone()));
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -175,6 +324,17 @@ impl Server {
             })
             .await;
         self.sessions.close_all().await;
-        Ok(result?)
+        // Every session's tasks end with its close; wait until they all have.
+        self.shutdown.start();
+        if tokio::time::timeout(TASKS_GRACE, self.shutdown.finished())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} tasks still running {TASKS_GRACE:?} after shutdown",
+                self.shutdown.running()
+            );
+        }
+        result.map_err(ServeError::Serve)
     }
 }

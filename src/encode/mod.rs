@@ -1,13 +1,12 @@
-//! Stage 2: **encode** I420 frames to H.264 with OpenH264, once for every viewer.
+//! Stage: **encode** I420 frames to H.264 with OpenH264, once for every viewer.
 //!
 //! OpenH264's defaults suit offline files, not live video, so every setting that matters is
-//! explicit here (see `../shared/notes/openh264.md` in the project's history):
-//! bitrate rate control at the asked rate, no frame skipping (a skipped frame is a stutter),
+//! explicit here: bitrate rate control at the asked rate, no frame skipping (a skipped frame is a stutter),
 //! the real frame rate (rate control divides by it), an IDR every `keyint` seconds, and
 //! Baseline profile so the SPS matches the `profile-level-id=42e01f` we signal.
 
 use crate::config::EncodeSettings;
-use crate::source::I420Frame;
+use crate::frame::I420Frame;
 use openh264::encoder::{
     BitRate, Complexity, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
     RateControlMode, SpsPpsStrategy, UsageType,
@@ -22,8 +21,6 @@ pub use worker::Worker;
 pub enum EncodeError {
     #[error("OpenH264: {0}")]
     OpenH264(#[from] openh264::Error),
-    #[error("cannot start the pipeline thread: {0}")]
-    Thread(std::io::Error),
     #[error("frame is {got} but the encoder was set up for {want}")]
     WrongSize {
         got: crate::config::Size,

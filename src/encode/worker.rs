@@ -8,7 +8,7 @@
 //! paced pipeline notice it is late and drop frame slots, instead of queueing stale frames.
 
 use crate::config::Size;
-use crate::source::I420Frame;
+use crate::frame::I420Frame;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 

@@ -8,6 +8,65 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use webrtc::peer_connection::RTCIceServer;
 
+/// A STUN/TURN setting that cannot work; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum IceConfigError {
+    #[error("'{url}' is not a STUN/TURN URL ({reason}); e.g. stun:stun.example.net:3478 or turn:turn.example.net:3478")]
+    NotAUrl { url: String, reason: String },
+    #[error("--stun '{0}' must start with stun: (TURN servers go in --turn)")]
+    NotStun(String),
+    #[error("--turn '{0}' must start with turn: or turns:")]
+    NotTurn(String),
+    #[error("TURN server '{0}' needs --turn-user and --turn-pass")]
+    NoCredentials(String),
+    #[error(
+        "TURN credentials for '{0}' must be printable ASCII without spaces, quotes or backslashes"
+    )]
+    BadCredentials(String),
+    #[error("{flag} is given {given} times for {servers} --turn servers: give it once for all, or once per server")]
+    CredentialCount {
+        flag: &'static str,
+        given: usize,
+        servers: usize,
+    },
+    #[error("'{0}' is not a UDP port range; write MIN-MAX, e.g. 50000-50100")]
+    PortRange(String),
+}
+
+/// The STUN and TURN servers of a command line: `stun` URLs, `turn` URLs, and TURN
+/// usernames and passwords, each given once for all TURN servers or once per server.
+pub fn servers(
+    stun: &[String],
+    turn: &[String],
+    users: &[String],
+    passes: &[String],
+) -> Result<Vec<IceServer>, IceConfigError> {
+    let mut servers = Vec::new();
+    for url in stun {
+        if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
+            return Err(IceConfigError::NotStun(url.clone()));
+        }
+        servers.push(IceServer::new(url, None, None)?);
+    }
+    for (flag, v) in [("--turn-user", users), ("--turn-pass", passes)] {
+        if v.len() > 1 && v.len() != turn.len() {
+            return Err(IceConfigError::CredentialCount {
+                flag,
+                given: v.len(),
+                servers: turn.len(),
+            });
+        }
+    }
+    let pick = |v: &[String], i: usize| v.get(i).or(v.first()).cloned();
+    for (i, url) in turn.iter().enumerate() {
+        if !(url.starts_with("turn:") || url.starts_with("turns:")) {
+            return Err(IceConfigError::NotTurn(url.clone()));
+        }
+        servers.push(IceServer::new(url, pick(users, i), pick(passes, i))?);
+    }
+    Ok(servers)
+}
+
 /// A STUN or TURN server (RFC 7064/7065 URL), with credentials for TURN.
 #[derive(Clone)]
 pub struct IceServer {
@@ -23,23 +82,21 @@ impl IceServer {
         url: &str,
         username: Option<String>,
         credential: Option<String>,
-    ) -> Result<Self, String> {
-        rtc::ice::url::Url::parse_url(url)
-            .map_err(|e| format!("'{url}' is not a STUN/TURN URL ({e}); e.g. stun:stun.example.net:3478 or turn:turn.example.net:3478"))?;
+    ) -> Result<Self, IceConfigError> {
+        rtc::ice::url::Url::parse_url(url).map_err(|e| IceConfigError::NotAUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
         let turn = url.starts_with("turn");
         if turn && (username.is_none() || credential.is_none()) {
-            return Err(format!(
-                "TURN server '{url}' needs --turn-user and --turn-pass"
-            ));
+            return Err(IceConfigError::NoCredentials(url.to_owned()));
         }
         // They go into quoted strings of the Link header (RFC 8288): keep them simple.
         for v in [&username, &credential].into_iter().flatten() {
             if v.chars()
                 .any(|c| c == '"' || c == '\\' || !c.is_ascii_graphic())
             {
-                return Err(format!(
-                    "TURN credentials for '{url}' must be printable ASCII without spaces, quotes or backslashes"
-                ));
+                return Err(IceConfigError::BadCredentials(url.to_owned()));
             }
         }
         Ok(Self {
@@ -153,8 +210,8 @@ impl PortPool {
     }
 
     /// Parses `MIN-MAX` (e.g. `50000-50100`).
-    pub fn parse(s: &str) -> Result<Arc<Self>, String> {
-        let bad = || format!("'{s}' is not a UDP port range; write MIN-MAX, e.g. 50000-50100");
+    pub fn parse(s: &str) -> Result<Arc<Self>, IceConfigError> {
+        let bad = || IceConfigError::PortRange(s.to_owned());
         let (a, b) = s.split_once('-').ok_or_else(bad)?;
         let (a, b): (u16, u16) = (
             a.trim().parse().map_err(|_| bad())?,

@@ -12,7 +12,11 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 /// Slot after every built-in interceptor.
 pub const SLOT: usize = 14_000;
@@ -21,6 +25,27 @@ pub const SLOT: usize = 14_000;
 pub struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+}
+
+/// Calls `on_request` for every PLI/FIR the viewer sends on `track`, until `cancel` or the
+/// track is unbound (so it never outlives its session holding the track).
+pub async fn forward(
+    track: Arc<TrackLocalStaticRTP>,
+    cancel: CancellationToken,
+    on_request: impl Fn(),
+) {
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = track.poll() => e,
+        };
+        let Some(event) = event else { return };
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                on_request();
+            }
+        }
+    }
 }
 
 /// Whether an RTCP packet asks for a keyframe.

@@ -1,12 +1,13 @@
-//! Stage 4a: **rtc** — one WebRTC peer connection per viewer, set up to answer a WHEP offer
+//! Stage: **rtc** — one WebRTC peer connection per viewer, set up to answer a WHEP offer
 //! fast and to send one H.264 track.
 //!
 //! What the `webrtc` crate needs told (each checked on this machine): register the exact
 //! H.264 format we send; bind loopback explicitly (a wildcard skips it); disable mDNS (it
-//! would bind port 5353 per connection); check ICE every 5 ms instead of 200 ms (first
-//! frame ~180 ms sooner); answer a browser's first nominating check (`nomination`); and
+//! would bind port 5353 per connection); check ICE every 5 ms instead of 200 ms (the
+//! interval shows up in the time to first frame; BENCHMARKS.md); answer a browser's first nominating check (`nomination`); and
 //! forward PLI/FIR with our own interceptor.
 
+pub mod answer;
 pub mod ice;
 pub mod keyframe;
 pub mod nomination;
@@ -29,22 +30,103 @@ use webrtc::peer_connection::{
     RTCIceServer, SettingEngineBuilder,
 };
 
-pub use ice::{advertise_candidates, IceServer, PortLease, PortPool};
+pub use answer::{answer, Answered};
+pub use ice::{advertise_candidates, IceConfigError, IceServer, PortLease, PortPool};
 pub use offer::{choose_h264, H264Choice, OfferError};
 
 /// The playout-delay RTP header extension: a sender's hint of how long a receiver may hold
 /// frames to smooth playback (we say: not at all).
 pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 
-/// Errors from the WebRTC layer. Their text is for logs; clients get a summary.
+/// Why a viewer's peer connection could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum RtcError {
-    #[error("webrtc: {0}")]
-    Webrtc(#[from] rtc::shared::error::Error),
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error("could not set up the peer connection: {0}")]
+    Setup(#[source] rtc::shared::error::Error),
+    #[error("the server is out of {0}; try again shortly")]
+    Exhausted(Resource),
+    #[error("could not answer the offer: {0}")]
+    Answer(#[source] rtc::shared::error::Error),
+    #[error("the peer connection has no local description after answering")]
+    NoLocalDescription,
+    #[error("the session has no offer to restart ICE from")]
+    NoRemoteDescription,
+    #[error("the answer has no media section")]
+    NoMedia,
     #[error("every UDP port in {0} is in use by a session; try again when one ends")]
     NoPorts(String),
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot make the DTLS certificate: {0}")]
+    Certificate(String),
+}
+
+impl RtcError {
+    /// The HTTP status a failed setup answers with: the offer's fault is a 4xx, running out
+    /// of ports a `503` (try again), anything else a `500`.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            RtcError::Offer(e) => e.status(),
+            RtcError::NoPorts(_) | RtcError::Exhausted(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// What a server can run out of while setting up a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// Open files: the process or system limit (`ulimit -n`).
+    FileDescriptors,
+    /// Memory or socket buffers.
+    Memory,
+    /// Local UDP ports.
+    Ports,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Resource::FileDescriptors => "file descriptors (sockets; ulimit -n)",
+            Resource::Memory => "memory for sockets",
+            Resource::Ports => "local UDP ports",
+        })
+    }
+}
+
+impl From<rtc::shared::error::Error> for RtcError {
+    /// Running out of something is the server's state, not a bug: it becomes
+    /// [`RtcError::Exhausted`] (a `503`), anything else [`RtcError::Setup`].
+    fn from(e: rtc::shared::error::Error) -> Self {
+        match exhausted(&e) {
+            Some(r) => RtcError::Exhausted(r),
+            None => RtcError::Setup(e),
+        }
+    }
+}
+
+/// Which resource an error says ran out, from the OS error in its chain (or, where the
+/// crate kept only the text, the `(os error N)` it ends with).
+fn exhausted(e: &(dyn std::error::Error + 'static)) -> Option<Resource> {
+    let from_code = |code: i32| match code {
+        libc::EMFILE | libc::ENFILE => Some(Resource::FileDescriptors),
+        libc::ENOBUFS | libc::ENOMEM => Some(Resource::Memory),
+        libc::EADDRINUSE => Some(Resource::Ports),
+        _ => None,
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(code) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+        {
+            return from_code(code);
+        }
+        cause = c.source();
+    }
+    let text = e.to_string();
+    let code = text.rsplit_once("(os error ")?.1.split(')').next()?;
+    from_code(code.parse().ok()?)
 }
 
 /// How the server's side of every peer connection is set up.
@@ -118,9 +200,10 @@ pub fn shared_certificate() -> Result<RTCCertificate, RtcError> {
     if let Some(c) = CERT.get() {
         return Ok(c.clone());
     }
-    let provider = rtc::crypto::default_provider().map_err(|e| RtcError::Other(e.to_string()))?;
+    let provider =
+        rtc::crypto::default_provider().map_err(|e| RtcError::Certificate(e.to_string()))?;
     let params = CertificateParams::new(vec!["whepcast".to_owned()])
-        .map_err(|e| RtcError::Other(e.to_string()))?;
+        .map_err(|e| RtcError::Certificate(e.to_string()))?;
     let cert = RTCCertificate::generate(
         provider.crypto(),
         rtc::crypto::SignatureScheme::EcdsaP256Sha256,
@@ -167,6 +250,15 @@ pub async fn new_peer_connection(
     Err(RtcError::NoPorts(pool.to_string()))
 }
 
+/// The crate logs each failed bind and reports only that no socket is left; binding one
+/// ourselves tells whether that was because something ran out.
+fn why_no_socket(addrs: &[SocketAddr]) -> Option<Resource> {
+    addrs
+        .iter()
+        .find_map(|a| std::net::UdpSocket::bind(a).err())
+        .and_then(|e| exhausted(&e))
+}
+
 async fn build(
     config: &RtcConfig,
     choice: &H264Choice,
@@ -199,8 +291,7 @@ async fn build(
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         // Check every 5 ms (RFC 8445's floor for Ta), still giving up on a silent pair after
         // 500 ms: Chromium starts DTLS only once our check reaches it after nomination, so
-        // the interval shows up whole in the time to first frame (20 ms: +15 ms; 200 ms, the
-        // crate's default: +170 ms).
+        // the interval shows up whole in the time to first frame.
         .with_ice_connection_attempts(Some(Duration::from_millis(5)), Some(100))
         .with_ice_timeouts(
             Some(config.disconnected_after),
@@ -219,6 +310,7 @@ async fn build(
         )
         .build();
 
+    let addrs = udp_addrs.clone();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(rtc_config)
         .with_media_engine(media)
@@ -226,12 +318,60 @@ async fn build(
         .with_interceptor_registry(registry)
         .with_handler(handler)
         .with_udp_addrs(udp_addrs)
-        // Answers a viewer's first, nominating check (see `nomination`): ~48 ms sooner.
+        // Answers a viewer's first, nominating check (see `nomination`) instead of waiting
+        // for its next one.
         .with_runtime(nomination::runtime())
         // Data channel messages (frame metadata, chat) queue at most this much for a slow
         // viewer; beyond it they are dropped rather than buffered without bound.
         .with_data_channel_send_buffer_limit(DATA_CHANNEL_BUFFER)
         .build()
-        .await?;
+        .await
+        .map_err(|e| match RtcError::from(e) {
+            RtcError::Setup(e) => match why_no_socket(&addrs) {
+                Some(r) => RtcError::Exhausted(r),
+                None => RtcError::Setup(e),
+            },
+            other => other,
+        })?;
     Ok(Arc::new(pc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Running out of descriptors, buffers or ports is a 503 naming the cause, wherever the
+    /// OS error sits: wrapped as a source, or only in the text.
+    #[test]
+    fn running_out_is_a_503_naming_what_ran_out() {
+        let wrapped = |code| {
+            RtcError::from(rtc::shared::error::Error::from(
+                std::io::Error::from_raw_os_error(code),
+            ))
+        };
+        for (code, what) in [
+            (libc::EMFILE, Resource::FileDescriptors),
+            (libc::ENFILE, Resource::FileDescriptors),
+            (libc::ENOBUFS, Resource::Memory),
+            (libc::EADDRINUSE, Resource::Ports),
+        ] {
+            let e = wrapped(code);
+            assert!(
+                matches!(e, RtcError::Exhausted(r) if r == what),
+                "{code}: {e}"
+            );
+            assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+            assert!(e.to_string().contains(&what.to_string()));
+        }
+        let text = RtcError::from(rtc::shared::error::Error::Other(
+            "bind 127.0.0.1:0: Too many open files (os error 24)".into(),
+        ));
+        assert!(
+            matches!(text, RtcError::Exhausted(Resource::FileDescriptors)),
+            "{text}"
+        );
+        let other = wrapped(libc::EACCES);
+        assert!(matches!(other, RtcError::Setup(_)), "{other}");
+        assert_eq!(other.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

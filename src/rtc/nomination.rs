@@ -6,7 +6,7 @@
 //! takes it as nominated once its own check succeeds. The `webrtc` crate's controlled agent
 //! (0.21.1, `rtc-ice` `agent_selector.rs`) checks back but neither answers the request nor
 //! remembers the nomination, so nothing moves (DTLS included) until the browser's *next*
-//! check, 48 ms later in Chromium. That was half of our time to first frame.
+//! check, tens of milliseconds later in Chromium (BENCHMARKS.md, time to first frame).
 //!
 //! The fix lives at the socket, below the crate: each UDP socket remembers the last
 //! nominating request the agent left unanswered, and when a success response to the agent's

@@ -26,6 +26,18 @@ pub enum OfferError {
     NoH264(String),
 }
 
+impl OfferError {
+    /// `400` for what is not a usable offer at all, `422` for a valid offer we cannot serve.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            OfferError::Malformed(_) => http::StatusCode::BAD_REQUEST,
+            OfferError::NoVideo | OfferError::NotReceiving(_) | OfferError::NoH264(_) => {
+                http::StatusCode::UNPROCESSABLE_ENTITY
+            }
+        }
+    }
+}
+
 /// The H.264 format chosen from the offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct H264Choice {

@@ -3,21 +3,82 @@
 //!
 //! Reading blocks the pipeline thread until a frame arrives, which is right for a pipe from
 //! a live producer (`ffmpeg ... -f yuv4mpegpipe -`): the producer sets the pace, and a fast
-//! producer is held back by the pipe. End of input ends the stream.
+//! producer is held back by the pipe. End of input ends the stream. The wait is in slices of
+//! [`STOP_CHECK`], checking the stream's stop signal between them, so a stream reading a
+//! silent pipe still stops (and its thread is joined) when the server does.
 
-use super::{ByteOrder, Fill, FrameInfo, I420Frame, PixelFormat, Source, SourceError};
+use super::{Fill, FrameInfo, PixelFormat, Source, SourceError};
 use crate::config::Size;
+use crate::frame::{ByteOrder, I420Frame};
 use std::io::{BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
-fn reader(path: Option<&Path>) -> Result<Box<dyn Read>, SourceError> {
+/// How long a read waits for input before it looks at the stop signal again.
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+
+fn reader(path: Option<&Path>, stop: &CancellationToken) -> Result<Box<dyn Read>, SourceError> {
     Ok(match path {
-        None => Box::new(std::io::stdin().lock()),
-        Some(p) => Box::new(std::fs::File::open(p).map_err(|err| SourceError::Open {
-            path: p.display().to_string(),
-            err,
-        })?),
+        None => Box::new(Stoppable::new(std::io::stdin().lock(), stop)),
+        Some(p) => Box::new(Stoppable::new(
+            std::fs::File::open(p).map_err(|err| SourceError::Open {
+                path: p.display().to_string(),
+                err,
+            })?,
+            stop,
+        )),
     })
+}
+
+/// A reader that waits for input with poll(2) in slices of [`STOP_CHECK`], and fails once
+/// `stop` is cancelled instead of waiting on.
+struct Stoppable<R> {
+    inner: R,
+    stop: CancellationToken,
+}
+
+impl<R: Read + AsFd> Stoppable<R> {
+    fn new(inner: R, stop: &CancellationToken) -> Self {
+        Self {
+            inner,
+            stop: stop.clone(),
+        }
+    }
+
+    /// Waits until the input is readable (data or end of input) or the stream stops.
+    fn wait(&self) -> std::io::Result<()> {
+        let mut fds = libc::pollfd {
+            fd: self.inner.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            if self.stop.is_cancelled() {
+                return Err(std::io::Error::other("the stream is stopping"));
+            }
+            // SAFETY: one valid pollfd, borrowed for the call; the fd lives as long as `inner`.
+            let ready = unsafe { libc::poll(&mut fds, 1, STOP_CHECK.as_millis() as i32) };
+            match ready {
+                n if n > 0 => return Ok(()),
+                0 => continue,
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read + AsFd> Read for Stoppable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.wait()?;
+        self.inner.read(buf)
+    }
 }
 
 /// YUV4MPEG2 input (4:2:0, 8 bit).
@@ -28,9 +89,9 @@ pub struct Y4m {
 }
 
 impl Y4m {
-    pub fn open(path: Option<&Path>) -> Result<Self, SourceError> {
+    pub fn open(path: Option<&Path>, stop: &CancellationToken) -> Result<Self, SourceError> {
         let name = path.map_or("standard input".to_string(), |p| p.display().to_string());
-        let decoder = y4m::decode(BufReader::with_capacity(1 << 20, reader(path)?))
+        let decoder = y4m::decode(BufReader::with_capacity(1 << 20, reader(path, stop)?))
             .map_err(|e| SourceError::Stream(format!("{name} is not YUV4MPEG2: {e:?}")))?;
         use y4m::Colorspace::*;
         match decoder.get_colorspace() {
@@ -42,7 +103,7 @@ impl Y4m {
             }
         }
         let (w, h) = (decoder.get_width() as u32, decoder.get_height() as u32);
-        let size = Size::new(w & !1, h & !1).map_err(SourceError::Stream)?;
+        let size = Size::new(w & !1, h & !1)?;
         let rate = decoder.get_framerate();
         let fps = if rate.den > 0 && rate.num > 0 {
             rate.num as f64 / rate.den as f64
@@ -94,9 +155,14 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub fn open(path: Option<&Path>, size: Size, format: PixelFormat) -> Result<Self, SourceError> {
+    pub fn open(
+        path: Option<&Path>,
+        size: Size,
+        format: PixelFormat,
+        stop: &CancellationToken,
+    ) -> Result<Self, SourceError> {
         Ok(Self {
-            input: reader(path)?,
+            input: reader(path, stop)?,
             size,
             format,
             buf: vec![0; format.frame_len(size)],

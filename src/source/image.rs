@@ -5,8 +5,9 @@
 //! when a keyframe is due: a viewer who joins gets an IDR at once, and the stream costs
 //! almost nothing in between.
 
-use super::{ByteOrder, Fill, FrameInfo, I420Frame, Source, SourceError};
+use super::{Fill, FrameInfo, Source, SourceError};
 use crate::config::Size;
+use crate::frame::{ByteOrder, I420Frame};
 use std::path::Path;
 
 pub struct Still {
@@ -16,16 +17,17 @@ pub struct Still {
 
 impl Still {
     pub fn open(path: &Path, size: Option<Size>) -> Result<Self, SourceError> {
-        let err = |err: String| SourceError::Image {
+        let err = |err: ::image::ImageError| SourceError::Image {
             path: path.display().to_string(),
             err,
         };
+        let io = |e: std::io::Error| err(::image::ImageError::IoError(e));
         let decoded = ::image::ImageReader::open(path)
-            .map_err(|e| err(e.to_string()))?
+            .map_err(io)?
             .with_guessed_format()
-            .map_err(|e| err(e.to_string()))?
+            .map_err(io)?
             .decode()
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(err)?;
         let mut rgba = decoded.to_rgba8();
         if let Some(size) = size {
             if (rgba.width(), rgba.height()) != (size.width, size.height) {
@@ -38,7 +40,7 @@ impl Still {
             }
         }
         // H.264 needs even sides: drop a last odd row/column rather than scale.
-        let size = Size::new(rgba.width() & !1, rgba.height() & !1).map_err(err)?;
+        let size = Size::new(rgba.width() & !1, rgba.height() & !1)?;
         let mut picture = I420Frame::new(size);
         picture.fill_from_rgba(rgba.as_raw(), rgba.width() as usize * 4, ByteOrder::Rgba)?;
         Ok(Self {

@@ -13,11 +13,11 @@
 //!
 //! The bars and bands are drawn once into a background frame. A new buffer gets a copy of it;
 //! a buffer drawn before gets back only what the last drawing changed, and then the moving
-//! parts are drawn: a 1080p frame costs about 0.85 MB of writes (0.3 MB of them restoring),
-//! where copying the lower half back cost 1.5 MB read and written before any drawing.
+//! parts are drawn, instead of copying the whole lower half back before any drawing.
 
-use super::{ByteOrder, Fill, FrameInfo, I420Frame, Rect, Source, SourceError};
+use super::{Fill, FrameInfo, Source, SourceError};
 use crate::config::Size;
+use crate::frame::{ByteOrder, I420Frame, Rect};
 use font8x8::UnicodeFonts;
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;

@@ -13,8 +13,9 @@
 //! buffer swap. Buffers are recycled between the two sides, so steady pushing allocates
 //! nothing.
 
-use super::{Fill, FrameInfo, I420Frame, Pixels, Rect, Source, SourceError};
+use super::{Fill, FrameInfo, Source, SourceError};
 use crate::config::Size;
+use crate::frame::{I420Frame, Pixels, Rect};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -112,7 +113,7 @@ impl FramePusher {
         if spare.len() < SPARES {
             spare.push(frame);
         }
-        converted
+        Ok(converted?)
     }
 
     /// Offers a picture that differs from the one pushed before only inside `changed`

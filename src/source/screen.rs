@@ -17,8 +17,9 @@
 use super::damage::Damage;
 use super::pattern::{draw_text, fill_rect};
 use super::shm::ShmGrabber;
-use super::{ByteOrder, Fill, FrameInfo, I420Frame, Rect, Source, SourceError};
+use super::{Fill, FrameInfo, Source, SourceError};
 use crate::config::Size;
+use crate::frame::{ByteOrder, I420Frame, Rect};
 use scrap::x11;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -126,7 +127,7 @@ fn watch(d: &x11::Display) -> (Option<Damage>, Option<ShmGrabber>) {
 }
 
 fn even_size(w: usize, h: usize) -> Result<Size, SourceError> {
-    Size::new(w as u32 & !1, h as u32 & !1).map_err(SourceError::Screen)
+    Ok(Size::new(w as u32 & !1, h as u32 & !1)?)
 }
 
 impl Screen {

@@ -20,6 +20,7 @@
 //! keep up loses metadata and chat lines, never stalls anything.
 
 use super::Stream;
+use crate::fanout::unix_ms;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -225,11 +226,4 @@ fn hidden_trickery(c: char) -> bool {
         )
         || ('\u{202a}'..='\u{202e}').contains(&c)
         || ('\u{2066}'..='\u{2069}').contains(&c)
-}
-
-/// Milliseconds since the Unix epoch, with sub-millisecond precision.
-pub fn unix_ms(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
 }

@@ -1,16 +1,15 @@
-//! Stage 4b: **whep** — viewer sessions (draft-ietf-wish-whep, which takes its HTTP rules
+//! Stage: **whep** — viewer sessions (draft-ietf-wish-whep, which takes its HTTP rules
 //! for sessions, PATCH and Link headers from WHIP, RFC 9725).
 //!
 //! A session is born from an SDP offer and lives until the viewer sends DELETE, its
 //! connection fails, it never connects, or it goes silent. Each session owns:
 //!
-//! * a peer connection with one `TrackLocalStaticRTP` (a track binds to one connection);
-//! * a *sender* task: takes the shared packets from the stream's [`Feed`], stamps this
-//!   viewer's SSRC / payload type / sequence number, and writes them — the only per-viewer
-//!   work besides SRTP;
-//! * a *feedback* task: turns PLI/FIR from the viewer into a (rate-limited) keyframe request;
-//! * a *supervisor* task: watches connection state and closes the session when it should.
-//!
+//! * a peer connection with one track, answered by [`crate::rtc::answer()`];
+//! * a *sender* task ([`crate::fanout::send`]): the stream's packets with this viewer's
+//!   SSRC, payload type and sequence numbers;
+//! * a *feedback* task ([`crate::rtc::keyframe::forward`]): PLI/FIR from the viewer become
+//!   keyframe requests on the stream's [`Feed`] (the pipeline rate-limits them);
+//! * a *supervisor* task: watches connection state and closes the session when it should;
 //! * a *data channel* task when the viewer opened one ([`datachannel`]): frame capture
 //!   times, clock pings, chat.
 //!
@@ -23,39 +22,28 @@
 pub mod datachannel;
 pub mod sdpfrag;
 
-pub use datachannel::unix_ms;
 pub use sdpfrag::{Fragment, FragmentError};
 
-use crate::broadcast::Feed;
-use crate::rtc::{self, H264Choice, OfferError, PortLease, RtcConfig, RtcError};
-use bytes::Bytes;
-use rtc_core::media_stream::MediaStreamTrack;
-use rtc_core::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use crate::fanout::{self, Feed};
+use crate::rtc::{self, OfferError, PortLease, RtcConfig, RtcError};
+use crate::shutdown::Shutdown;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use webrtc::data_channel::DataChannel;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::RTCIceCandidateInit;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use ::rtc as rtc_core;
-
 /// A session that has not connected by then is closed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After ICE reports `Disconnected`, how long a viewer has to come back.
 pub const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
-/// Packets sent back to back before the sender yields for a millisecond (~60 KB).
-const BURST_PACKETS: usize = 50;
 /// Most candidates a viewer may trickle per ICE generation; a browser has a handful.
 const MAX_TRICKLED: usize = 100;
 /// Chat lines and audience changes a slow viewer's data channel may fall behind by.
@@ -76,6 +64,11 @@ pub enum WhepError {
     ShuttingDown,
     #[error("stream '{name}' is full ({max} viewers); try again later")]
     Full { name: String, max: usize },
+    #[error(
+        "the server is at its capacity of {0} viewers (what its file-descriptor limit, \
+         ulimit -n, allows); try again later"
+    )]
+    AtCapacity(usize),
     #[error("could not set up the WebRTC session: {0}")]
     Rtc(#[from] RtcError),
     #[error("bad trickle-ice-sdpfrag: {0}")]
@@ -84,6 +77,25 @@ pub enum WhepError {
     PreconditionRequired,
     #[error("If-Match {given} does not match the session's ETag {current}; it changed with an ICE restart")]
     PreconditionFailed { given: String, current: String },
+}
+
+impl WhepError {
+    /// The HTTP status this answers with (WHEP is HTTP: the session layer knows them).
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            WhepError::Offer(e) => e.status(),
+            WhepError::Rtc(e) => e.status(),
+            WhepError::UnknownSession(_) | WhepError::UnknownStream { .. } => S::NOT_FOUND,
+            WhepError::StreamEnded(_) => S::GONE,
+            WhepError::ShuttingDown | WhepError::Full { .. } | WhepError::AtCapacity(_) => {
+                S::SERVICE_UNAVAILABLE
+            }
+            WhepError::Fragment(_) => S::BAD_REQUEST,
+            WhepError::PreconditionRequired => S::PRECONDITION_REQUIRED,
+            WhepError::PreconditionFailed { .. } => S::PRECONDITION_FAILED,
+        }
+    }
 }
 
 /// What a viewer gets back for its offer.
@@ -107,8 +119,6 @@ pub enum Patched {
 #[derive(Clone)]
 pub struct Stream {
     pub name: String,
-    /// What the frames come from, as the user wrote it (`pattern`, `screen:0`, ...).
-    pub source: String,
     pub feed: Feed,
     viewers: Arc<AtomicUsize>,
     /// Chat lines and audience changes for the viewers' data channels (JSON).
@@ -116,10 +126,9 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(name: impl Into<String>, source: impl Into<String>, feed: Feed) -> Self {
+    pub fn new(name: impl Into<String>, feed: Feed) -> Self {
         Self {
             name: name.into(),
-            source: source.into(),
             feed,
             viewers: Arc::new(AtomicUsize::new(0)),
             room: broadcast::channel(ROOM_BACKLOG).0,
@@ -138,6 +147,73 @@ impl Stream {
     /// Viewers currently connected or connecting.
     pub fn viewers(&self) -> usize {
         self.viewers.load(Ordering::Relaxed)
+    }
+}
+
+/// How many viewers a server takes; beyond them a viewer gets `503` + `Retry-After`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Most viewers per stream (`--max-viewers`).
+    pub per_stream: Option<usize>,
+    /// Most sessions of all streams together: what the process's file-descriptor limit
+    /// allows (see [`crate::server::session_capacity`]).
+    pub total: Option<usize>,
+}
+
+/// Takes one from `count` unless it has reached `max`.
+fn take_one(count: &AtomicUsize, max: Option<usize>) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            max.is_none_or(|max| n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// A viewer's place in the server and in a stream's audience, taken before a session is set
+/// up (before any await, so concurrent offers cannot all pass the caps). Dropped unkept
+/// (the setup failed), it is given back.
+struct Seat<'a> {
+    stream: &'a Stream,
+    total: &'a AtomicUsize,
+    kept: bool,
+}
+
+impl<'a> Seat<'a> {
+    /// Takes a seat, or says why there is none (counting viewers still connecting).
+    fn take(stream: &'a Stream, total: &'a AtomicUsize, limits: Limits) -> Result<Self, WhepError> {
+        if !take_one(total, limits.total) {
+            metrics::counter!("whepcast_sessions_refused_total", "reason" => "capacity")
+                .increment(1);
+            return Err(WhepError::AtCapacity(limits.total.unwrap_or_default()));
+        }
+        if !take_one(&stream.viewers, limits.per_stream) {
+            total.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("whepcast_sessions_refused_total", "reason" => "full").increment(1);
+            return Err(WhepError::Full {
+                name: stream.name.clone(),
+                max: limits.per_stream.unwrap_or_default(),
+            });
+        }
+        Ok(Self {
+            stream,
+            total,
+            kept: false,
+        })
+    }
+
+    /// The session now holds the seat (its close gives it back). Returns the audience.
+    fn keep(mut self) -> usize {
+        self.kept = true;
+        self.stream.viewers()
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.stream.viewers.fetch_sub(1, Ordering::AcqRel);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -177,24 +253,27 @@ pub struct Sessions {
 
 struct Inner {
     rtc: RtcConfig,
-    max_viewers: Option<usize>,
+    limits: Limits,
+    /// Sessions of every stream, counting those being set up.
+    seated: AtomicUsize,
     streams: Vec<Stream>,
     map: Mutex<HashMap<String, Arc<Session>>>,
     counts: Mutex<SessionCounts>,
-    closing: CancellationToken,
+    shutdown: Shutdown,
 }
 
 impl Sessions {
-    /// Sessions for `streams`; `max_viewers` caps each stream.
-    pub fn new(rtc: RtcConfig, streams: Vec<Stream>, max_viewers: Option<usize>) -> Self {
+    /// Sessions for `streams`, within `limits`; their tasks run under `shutdown`.
+    pub fn new(rtc: RtcConfig, streams: Vec<Stream>, limits: Limits, shutdown: Shutdown) -> Self {
         Self {
             inner: Arc::new(Inner {
                 rtc,
-                max_viewers,
+                limits,
+                seated: AtomicUsize::new(0),
                 streams,
                 map: Mutex::new(HashMap::new()),
                 counts: Mutex::new(SessionCounts::default()),
-                closing: CancellationToken::new(),
+                shutdown,
             }),
         }
     }
@@ -233,21 +312,16 @@ impl Sessions {
 
     /// Answers a viewer's offer for `stream` and starts sending to it.
     pub async fn create(&self, stream: &str, offer_sdp: String) -> Result<Answer, WhepError> {
-        if self.inner.closing.is_cancelled() {
+        if self.inner.shutdown.is_started() {
             return Err(WhepError::ShuttingDown);
         }
         let stream = self.stream(stream)?.clone();
         if stream.feed.is_ended() {
             return Err(WhepError::StreamEnded(stream.name));
         }
-        if let Some(max) = self.inner.max_viewers {
-            if stream.viewers() >= max {
-                return Err(WhepError::Full {
-                    name: stream.name,
-                    max,
-                });
-            }
-        }
+        // The seat is taken before the first await, so concurrent offers cannot all pass the
+        // cap; it is given back if anything below fails.
+        let seat = Seat::take(&stream, &self.inner.seated, self.inner.limits)?;
         let t0 = Instant::now();
         // Refuse what we cannot serve before any socket is bound.
         let choice = rtc::choose_h264(&offer_sdp)?;
@@ -255,11 +329,13 @@ impl Sessions {
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (gathered_tx, mut gathered_rx) = watch::channel(false);
         let (ice_tx, ice_rx) = watch::channel(false);
+        let (connected_tx, connected_rx) = watch::channel(false);
         let (channel_tx, channel_rx) = mpsc::channel(1);
         let handler = Arc::new(Handler {
             state_tx,
             gathered_tx,
             ice_tx,
+            connected_tx,
             channel_tx,
         });
         let remote_ufrag = sdpfrag::ufrag_of(&offer_sdp);
@@ -271,7 +347,7 @@ impl Sessions {
                         .increment(1);
                 }
             })?;
-        let setup = negotiate(
+        let answered = match rtc::answer(
             &pc,
             &choice,
             offer_sdp,
@@ -279,12 +355,12 @@ impl Sessions {
             &mut gathered_rx,
             &self.inner.rtc,
         )
-        .await;
-        let (answer_sdp, track, stamp) = match setup {
+        .await
+        {
             Ok(v) => v,
             Err(e) => {
                 let _ = pc.close().await;
-                return Err(e);
+                return Err(e.into());
             }
         };
 
@@ -294,7 +370,7 @@ impl Sessions {
             stream: stream.clone(),
             pc,
             handler,
-            cancel: self.inner.closing.child_token(),
+            cancel: self.inner.shutdown.token().child_token(),
             created: Instant::now(),
             etag: Mutex::new(etag.clone()),
             remote_ufrag: Mutex::new(remote_ufrag),
@@ -304,11 +380,12 @@ impl Sessions {
             _port: port,
         });
         lock(&self.inner.map).insert(id.clone(), session.clone());
+        // The session holds the seat from here; `close` gives it back.
+        let watching = seat.keep();
         tracing::debug!(session = %short(&id), "answered in {:?}", t0.elapsed());
         lock(&self.inner.counts).created += 1;
         metrics::counter!("whepcast_sessions_created_total", "stream" => stream.name.clone())
             .increment(1);
-        let watching = stream.viewers.fetch_add(1, Ordering::Relaxed) + 1;
         stream.announce_viewers(watching);
         tracing::info!(
             stream = %stream.name, session = %short(&id),
@@ -316,19 +393,31 @@ impl Sessions {
         );
 
         let cancel = session.cancel.clone();
-        tokio::spawn(send_media(
+        let stamp = fanout::Stamp {
+            ssrc: answered.ssrc,
+            payload_type: answered.payload_type,
+            playout_delay: answered.playout_delay,
+        };
+        let ready = fanout::Readiness {
+            ice_up: ice_rx,
+            connected: connected_rx,
+            since: t0,
+        };
+        let tasks = &self.inner.shutdown;
+        tasks.spawn(fanout::send(
             stream.feed.clone(),
-            track.clone(),
+            answered.track.clone(),
             stamp,
-            (state_rx.clone(), ice_rx, t0),
+            ready,
             cancel.clone(),
         ));
-        tokio::spawn(forward_keyframe_requests(
-            track,
-            stream.feed.clone(),
+        let feed = stream.feed.clone();
+        tasks.spawn(rtc::keyframe::forward(
+            answered.track,
             cancel.clone(),
+            move || feed.request_keyframe(),
         ));
-        tokio::spawn(datachannel::serve(
+        tasks.spawn(datachannel::serve(
             datachannel::Viewer {
                 session: short(&id).to_owned(),
                 name: format!("viewer-{}", random_hex(2)),
@@ -337,17 +426,18 @@ impl Sessions {
             channel_rx,
             cancel.clone(),
         ));
-        tokio::spawn(supervise(
+        tasks.spawn(supervise(
             self.clone(),
             id.clone(),
-            (state_rx, session.restarted.clone()),
+            state_rx,
+            session.restarted.clone(),
             stream.feed.clone(),
             cancel,
         ));
 
         Ok(Answer {
             session_id: id,
-            sdp: answer_sdp,
+            sdp: answered.sdp,
             etag,
         })
     }
@@ -379,7 +469,8 @@ impl Sessions {
             "reason" => reason.to_string()
         )
         .increment(1);
-        let left = session.stream.viewers.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.inner.seated.fetch_sub(1, Ordering::AcqRel);
+        let left = session.stream.viewers.fetch_sub(1, Ordering::AcqRel) - 1;
         session.stream.announce_viewers(left);
         tracing::info!(
             stream = %session.stream.name, session = %short(id),
@@ -444,20 +535,21 @@ impl Sessions {
             return Err(FragmentError::HalfCredentials.into());
         };
         let pc = &session.pc;
-        let other = |e: rtc_core::shared::error::Error| RtcError::Other(e.to_string());
         let offer = pc
             .remote_description()
             .await
-            .ok_or_else(|| RtcError::Other("the session has no offer".into()))?;
+            .ok_or(RtcError::NoRemoteDescription)?;
         let offer = sdpfrag::restarted_offer(&offer.sdp, ufrag, pwd);
         let mut gathered = session.handler.gathered_tx.subscribe();
         session.handler.gathered_tx.send_replace(false);
-        let bad = |e: rtc_core::shared::error::Error| OfferError::Malformed(e.to_string());
+        let bad = |e: ::rtc::shared::error::Error| OfferError::Malformed(e.to_string());
         pc.set_remote_description(RTCSessionDescription::offer(offer).map_err(bad)?)
             .await
             .map_err(bad)?;
-        let answer = pc.create_answer(None).await.map_err(other)?;
-        pc.set_local_description(answer).await.map_err(other)?;
+        let answer = pc.create_answer(None).await.map_err(RtcError::Answer)?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(RtcError::Answer)?;
         // From here the agent uses the new credentials: so does the session, whatever follows.
         let etag = format!("\"{}\"", random_hex(8));
         *lock(&session.etag) = etag.clone();
@@ -472,10 +564,9 @@ impl Sessions {
         let local = pc
             .local_description()
             .await
-            .ok_or_else(|| RtcError::Other("no local description after the restart".into()))?;
+            .ok_or(RtcError::NoLocalDescription)?;
         let local = rtc::advertise_candidates(&local.sdp, &self.inner.rtc.public_ips);
-        let (m_line, mid) = sdpfrag::first_media(&local)
-            .ok_or_else(|| RtcError::Other("the answer has no media section".into()))?;
+        let (m_line, mid) = sdpfrag::first_media(&local).ok_or(RtcError::NoMedia)?;
         let fragment = sdpfrag::IceParams::from_sdp(&local).to_fragment(&m_line, &mid);
         // A new ICE generation: its trickle count starts from the fragment's candidates.
         let added = add_candidates(pc, frag).await;
@@ -487,7 +578,7 @@ impl Sessions {
 
     /// Closes every session and refuses new ones (shutdown).
     pub async fn close_all(&self) {
-        self.inner.closing.cancel();
+        self.inner.shutdown.start();
         let ids: Vec<String> = lock(&self.inner.map).keys().cloned().collect();
         for id in ids {
             self.close(&id, "server shutting down").await;
@@ -544,251 +635,29 @@ async fn add_candidates(pc: &Arc<dyn PeerConnection>, frag: &Fragment) -> usize 
     added
 }
 
-/// What one viewer's packets carry that the shared ones do not.
-#[derive(Debug, Clone, Copy)]
-struct Stamp {
-    ssrc: u32,
-    payload_type: u8,
-    /// The id the viewer gave the playout-delay header extension, if it offered it.
-    playout_delay: Option<u8>,
-}
-
-/// Playout delay "min 0, max 0" (RTP header extension, 12 + 12 bits in 10 ms units): render
-/// each frame as soon as it is decoded, no smoothing buffer. Chromium keeps the last value
-/// it saw, so it goes on the first packet of every keyframe, which every viewer starts with.
-const PLAYOUT_DELAY_NONE: [u8; 3] = [0, 0, 0];
-
-/// Offer → answer on a fresh peer connection. Returns the answer SDP (with every candidate),
-/// the track, and what to stamp on its packets.
-async fn negotiate(
-    pc: &Arc<dyn PeerConnection>,
-    choice: &H264Choice,
-    offer_sdp: String,
-    stream: &str,
-    gathered: &mut watch::Receiver<bool>,
-    config: &RtcConfig,
-) -> Result<(String, Arc<TrackLocalStaticRTP>, Stamp), WhepError> {
-    let bad = |e: rtc_core::shared::error::Error| OfferError::Malformed(e.to_string());
-    let offer = RTCSessionDescription::offer(offer_sdp).map_err(bad)?;
-    pc.set_remote_description(offer).await.map_err(bad)?;
-
-    let ssrc = rand::random::<u32>();
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("whepcast-{stream}"),
-        format!("video-{}", random_hex(4)),
-        stream.to_string(),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: rtc::h264_codec(choice).rtp_codec,
-            ..Default::default()
-        }],
-    )));
-    let no_h264 = |e: rtc_core::shared::error::Error| {
-        OfferError::NoH264(format!("the offer's video section cannot carry it ({e})"))
-    };
-    let sender = pc
-        .add_track(track.clone() as Arc<dyn TrackLocal>)
-        .await
-        .map_err(no_h264)?;
-    let answer = pc.create_answer(None).await.map_err(no_h264)?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| RtcError::Other(e.to_string()))?;
-
-    // The server cannot trickle in WHEP: the answer must carry every candidate, so wait for
-    // gathering (bounded: a STUN/TURN server that does not answer must not hold the viewer).
-    let gathered_in_time =
-        tokio::time::timeout(config.gather_timeout, gathered.wait_for(|done| *done))
-            .await
-            .is_ok();
-    if !gathered_in_time {
-        tracing::warn!(
-            "ICE gathering took over {:?} (is every --stun/--turn server reachable?); answering with the candidates found so far",
-            config.gather_timeout
-        );
-    }
-    let sdp = pc
-        .local_description()
-        .await
-        .ok_or_else(|| RtcError::Other("no local description after answering".into()))?
-        .sdp;
-    let sdp = rtc::advertise_candidates(&sdp, &config.public_ips);
-
-    let params = sender
-        .get_parameters()
-        .await
-        .map_err(|e| RtcError::Other(e.to_string()))?;
-    let codec = params
-        .rtp_parameters
-        .codecs
-        .first()
-        .ok_or_else(|| OfferError::NoH264("no codec was negotiated".into()))?;
-    if !codec
-        .rtp_codec
-        .sdp_fmtp_line
-        .contains("packetization-mode=1")
-    {
-        return Err(OfferError::NoH264(format!(
-            "negotiated '{}' instead",
-            codec.rtp_codec.sdp_fmtp_line
-        ))
-        .into());
-    }
-    let playout_delay = params
-        .rtp_parameters
-        .header_extensions
-        .iter()
-        .find(|e| e.uri == rtc::PLAYOUT_DELAY_URI)
-        .and_then(|e| u8::try_from(e.id).ok());
-    let stamp = Stamp {
-        ssrc,
-        payload_type: codec.payload_type,
-        playout_delay,
-    };
-    Ok((sdp, track, stamp))
-}
-
-/// Sends the stream's packets to one viewer until cancelled or the connection is gone.
-///
-/// Starts only once the connection is up: packets written before DTLS has keyed SRTP are
-/// dropped, and losing the first IDR would cost the viewer a whole keyframe interval.
-async fn send_media(
-    feed: Feed,
-    track: Arc<TrackLocalStaticRTP>,
-    stamp: Stamp,
-    (mut state, ice, t0): (
-        watch::Receiver<RTCPeerConnectionState>,
-        watch::Receiver<bool>,
-        Instant,
-    ),
-    cancel: CancellationToken,
-) {
-    // Ask for the IDR as soon as ICE is up, so encoding it overlaps the DTLS handshake; the
-    // frames wait in this viewer's receiver until SRTP is keyed.
-    let mut ice = ice;
-    tokio::select! {
-        _ = cancel.cancelled() => return,
-        up = ice.wait_for(|up| *up) => if up.is_err() { return },
-    }
-    tracing::debug!("ICE connected {:?} after the offer", t0.elapsed());
-    let mut frames = feed.subscribe();
-    feed.request_keyframe();
-    let bytes_sent = metrics::counter!("whepcast_bytes_sent_total");
-    let packets_sent = metrics::counter!("whepcast_packets_sent_total");
-    tokio::select! {
-        _ = cancel.cancelled() => return,
-        up = state.wait_for(|s| *s == RTCPeerConnectionState::Connected) => {
-            if up.is_err() {
-                return;
-            }
-        }
-    }
-    tracing::debug!("connected {:?} after the offer", t0.elapsed());
-    let mut seq: u16 = rand::random();
-    // A decoder can only start at an IDR; until one arrives, P-frames are useless to it.
-    let mut need_keyframe = true;
-    loop {
-        let frame = tokio::select! {
-            _ = cancel.cancelled() => return,
-            f = frames.recv() => f,
-        };
-        let frame = match frame {
-            Ok(f) => f,
-            Err(RecvError::Lagged(n)) => {
-                metrics::counter!("whepcast_viewer_frames_skipped_total").increment(n);
-                tracing::debug!("viewer fell {n} frames behind; resyncing on next keyframe");
-                need_keyframe = true;
-                feed.request_keyframe();
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        if need_keyframe {
-            if !frame.keyframe {
-                continue;
-            }
-            need_keyframe = false;
-            tracing::debug!(
-                "keyframe {} going out {:?} after the offer",
-                frame.number,
-                t0.elapsed()
-            );
-        }
-        for (i, shared) in frame.packets.iter().enumerate() {
-            if i > 0 && i % BURST_PACKETS == 0 {
-                // A big frame (an IDR of a detailed screen) would otherwise leave in one burst
-                // of hundreds of packets and overflow the receive buffers on its way; spread
-                // it in bursts of BURST_PACKETS, 1 ms apart. Small frames go out at once.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let mut packet = shared.clone();
-            packet.header.ssrc = stamp.ssrc;
-            packet.header.payload_type = stamp.payload_type;
-            if let (0, true, Some(id)) = (i, frame.keyframe, stamp.playout_delay) {
-                // An error (an id this header form cannot carry) only loses the hint.
-                let _ = packet
-                    .header
-                    .set_extension(id, Bytes::from_static(&PLAYOUT_DELAY_NONE));
-            }
-            packet.header.sequence_number = seq;
-            seq = seq.wrapping_add(1);
-            let len = packet.payload.len() as u64 + 12;
-            // The write waits when the connection's queue is full; a session closed meanwhile
-            // must not leave this task (and its receiver, which keeps the encoder busy) behind.
-            let written = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return,
-                r = track.write_rtp(packet) => r,
-            };
-            // Fails only once the connection is closed; the supervisor reaps it.
-            if written.is_err() {
-                return;
-            }
-            bytes_sent.increment(len);
-            packets_sent.increment(1);
-        }
-    }
-}
-
-/// Turns the viewer's PLI/FIR into keyframe requests. Ends with the session (or when the
-/// track is unbound), so it never outlives it holding the track.
-async fn forward_keyframe_requests(
-    track: Arc<TrackLocalStaticRTP>,
-    feed: Feed,
-    cancel: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            _ = cancel.cancelled() => return,
-            e = track.poll() => e,
-        };
-        let Some(event) = event else { return };
-        if let TrackLocalEvent::OnRtcpPacket(packets) = event {
-            if packets
-                .iter()
-                .any(|p| rtc::keyframe::is_keyframe_request(p.as_ref()))
-            {
-                feed.request_keyframe();
-            }
-        }
-    }
-}
-
-/// Closes the session when its connection fails, never comes up, or stays disconnected.
+/// Closes the session when [`watch_connection`] says it should end.
 async fn supervise(
     sessions: Sessions,
     id: String,
-    (mut states, restarted): (
-        watch::Receiver<RTCPeerConnectionState>,
-        Arc<tokio::sync::Notify>,
-    ),
+    states: watch::Receiver<RTCPeerConnectionState>,
+    restarted: Arc<tokio::sync::Notify>,
     feed: Feed,
     cancel: CancellationToken,
 ) {
+    if let Some(reason) = watch_connection(states, &restarted, &feed, &cancel).await {
+        sessions.close(&id, reason).await;
+    }
+}
+
+/// Why a session should end: its connection failed, never came up within
+/// [`CONNECT_TIMEOUT`], stayed disconnected past [`DISCONNECT_GRACE`], or its stream ended.
+/// `None` when `cancel` came first (closed by DELETE or shutdown).
+async fn watch_connection(
+    mut states: watch::Receiver<RTCPeerConnectionState>,
+    restarted: &tokio::sync::Notify,
+    feed: &Feed,
+    cancel: &CancellationToken,
+) -> Option<&'static str> {
     let mut deadline = Some(tokio::time::Instant::now() + CONNECT_TIMEOUT);
     let mut ever_connected = false;
     // While an ICE restart is under way, a failed or disconnected path is expected.
@@ -801,7 +670,7 @@ async fn supervise(
             }
         };
         tokio::select! {
-            _ = cancel.cancelled() => return, // closed by DELETE or shutdown
+            _ = cancel.cancelled() => return None,
             _ = feed.ended() => break "stream ended",
             _ = restarted.notified() => {
                 restarting = true;
@@ -832,7 +701,7 @@ async fn supervise(
             }
         }
     };
-    sessions.close(&id, reason).await;
+    Some(reason)
 }
 
 /// Peer connection callbacks run on the connection's driver: only forward into channels.
@@ -841,6 +710,8 @@ struct Handler {
     gathered_tx: watch::Sender<bool>,
     /// Set once ICE has connected (before DTLS).
     ice_tx: watch::Sender<bool>,
+    /// Set once the connection is up (DTLS done, SRTP keyed).
+    connected_tx: watch::Sender<bool>,
     /// Hands the viewer's data channel to its task (holding it here would keep the peer
     /// connection alive: the channel refers to it).
     channel_tx: mpsc::Sender<Arc<dyn DataChannel>>,
@@ -849,6 +720,9 @@ struct Handler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            self.connected_tx.send_replace(true);
+        }
         self.state_tx.send_replace(state);
     }
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
@@ -871,7 +745,7 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// A closed session's buffers (jitter and NACK histories, SCTP, DTLS) go back to glibc's
-/// arenas, which keep them resident: after a burst of abandoned viewers RSS stayed ~10 MB up.
+/// arenas, which keep them resident (BENCHMARKS.md, session churn).
 /// Shortly after sessions close (their tasks end moments later), hand the free pages back to
 /// the OS. Coalesced: at most one trim per second, each well under a millisecond.
 fn release_memory_soon() {
@@ -907,4 +781,131 @@ fn random_hex(n: usize) -> String {
 /// The first 8 characters of a session id, enough to follow it in logs.
 fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RTCPeerConnectionState as S;
+
+    /// A connection whose states the test sets, on a paused clock.
+    struct Rig {
+        states: watch::Sender<RTCPeerConnectionState>,
+        restarted: Arc<tokio::sync::Notify>,
+        publisher: fanout::Publisher,
+        cancel: CancellationToken,
+        verdict: tokio::task::JoinHandle<Option<&'static str>>,
+        t0: tokio::time::Instant,
+    }
+
+    fn rig() -> Rig {
+        let (states, rx) = watch::channel(S::New);
+        let restarted = Arc::new(tokio::sync::Notify::new());
+        let (publisher, feed) = fanout::channel();
+        let cancel = CancellationToken::new();
+        let (r, c) = (restarted.clone(), cancel.clone());
+        let verdict = tokio::spawn(async move { watch_connection(rx, &r, &feed, &c).await });
+        Rig {
+            states,
+            restarted,
+            publisher,
+            cancel,
+            verdict,
+            t0: tokio::time::Instant::now(),
+        }
+    }
+
+    async fn at(ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    impl Rig {
+        /// The verdict, and how long after the start it came (the states, restart and
+        /// stream stay open meanwhile: dropping them would be news of their own).
+        async fn verdict(self) -> (Option<&'static str>, Duration) {
+            let Rig {
+                states,
+                restarted,
+                publisher,
+                verdict,
+                t0,
+                ..
+            } = self;
+            let v = verdict.await.unwrap();
+            drop((states, restarted, publisher));
+            (v, t0.elapsed())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_viewer_that_never_connects_is_closed_after_the_connect_timeout() {
+        let r = rig();
+        r.states.send_replace(S::Connecting);
+        assert_eq!(
+            r.verdict().await,
+            (Some("never connected"), CONNECT_TIMEOUT)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disconnect_gets_the_grace_and_a_return_within_it_is_forgiven() {
+        let r = rig();
+        at(100).await;
+        r.states.send_replace(S::Connected);
+        at(60_000).await; // connected: no deadline however long it lasts
+        r.states.send_replace(S::Disconnected);
+        at(1_500).await;
+        r.states.send_replace(S::Connected); // back within the grace
+        at(30_000).await;
+        r.states.send_replace(S::Disconnected);
+        let (verdict, took) = r.verdict().await;
+        assert_eq!(verdict, Some("viewer went silent"));
+        assert_eq!(
+            took,
+            Duration::from_millis(100 + 60_000 + 1_500 + 30_000) + DISCONNECT_GRACE
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_ends_at_once_unless_an_ice_restart_is_under_way() {
+        let r = rig();
+        r.states.send_replace(S::Connected);
+        at(1_000).await;
+        r.restarted.notify_one();
+        at(10).await;
+        r.states.send_replace(S::Failed); // expected while restarting
+        at(5_000).await;
+        r.states.send_replace(S::Connected); // the restart worked
+        at(1_000).await;
+        r.states.send_replace(S::Failed);
+        let (verdict, took) = r.verdict().await;
+        assert_eq!(verdict, Some("connection failed"));
+        assert_eq!(took, Duration::from_millis(7_010));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ice_restart_gets_a_fresh_connect_timeout() {
+        let r = rig();
+        r.states.send_replace(S::Connected);
+        at(2_000).await;
+        r.restarted.notify_one();
+        at(10).await;
+        r.states.send_replace(S::Disconnected); // no grace deadline while restarting
+        let (verdict, took) = r.verdict().await;
+        assert_eq!(verdict, Some("viewer went silent"));
+        assert_eq!(took, Duration::from_millis(2_000) + CONNECT_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_ending_or_a_delete_end_the_watch() {
+        let r = rig();
+        r.states.send_replace(S::Connected);
+        at(500).await;
+        r.publisher.end();
+        assert_eq!(r.verdict().await.0, Some("stream ended"));
+        let r = rig();
+        r.states.send_replace(S::Connected);
+        r.cancel.cancel();
+        assert_eq!(r.verdict().await.0, None);
+    }
 }

@@ -26,6 +26,7 @@ async fn server_with(
         rtc: RtcConfig::for_listen_ip("127.0.0.1".parse().unwrap()),
         token: token.map(str::to_string),
         max_viewers,
+        public: false,
     };
     let server = Server::bind(config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
@@ -126,4 +127,52 @@ async fn max_viewers_turns_away_the_extra_viewer_until_one_leaves() {
     let mut c = Viewer::connect(&whep).await;
     c.wait_for("frames after a seat freed up", |d| d.frames > 0)
         .await;
+}
+
+/// The library keeps the rules itself, whoever configures it: a program using
+/// `Broadcaster` or `Server` directly gets the same refusals as the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_refuses_what_the_command_line_refuses() {
+    use whepcast::server::ServeError;
+    let size = Size::new(320, 240).unwrap();
+    let screen = |listen: &str, token: Option<&str>, public: bool| ServeConfig {
+        listen: listen.parse().unwrap(),
+        streams: vec![StreamConfig::from_spec(
+            "desk",
+            SourceSpec::Screen(None),
+            OpenOptions::default(),
+            settings(size, 30, 2.0),
+        )],
+        rtc: RtcConfig::for_listen_ip("127.0.0.1".parse().unwrap()),
+        token: token.map(str::to_string),
+        max_viewers: None,
+        public,
+    };
+    let refused = screen("0.0.0.0:0", None, false).check();
+    assert!(
+        matches!(refused, Err(ServeError::ScreenWithoutToken(_))),
+        "{refused:?}"
+    );
+    assert!(screen("0.0.0.0:0", Some("s3cret"), false).check().is_ok());
+    assert!(screen("0.0.0.0:0", None, true).check().is_ok());
+    assert!(screen("127.0.0.1:0", None, false).check().is_ok());
+    assert!(matches!(
+        screen("127.0.0.1:0", Some("  "), false).check(),
+        Err(ServeError::EmptyToken)
+    ));
+    let named = |name: &str| {
+        whepcast::Broadcaster::builder(size)
+            .listen("127.0.0.1:0".parse().unwrap())
+            .name(name)
+            .start()
+    };
+    for bad in ["session", "", "a/b", "caf\u{e9}", &"x".repeat(65)] {
+        let r = named(bad);
+        assert!(
+            matches!(r, Err(ServeError::StreamName(_))),
+            "name {bad:?}: {:?}",
+            r.err()
+        );
+    }
+    assert!(named("ok_name-1").is_ok());
 }

@@ -4,7 +4,7 @@
 use crate::support::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
@@ -61,7 +61,7 @@ impl Member {
 }
 
 pub(crate) fn now_ms() -> f64 {
-    whepcast::whep::unix_ms(SystemTime::now())
+    whepcast::fanout::unix_ms(SystemTime::now())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +185,6 @@ async fn data_channel_carries_frame_times_pings_and_chat() {
     b.viewer
         .wait_for_more("video alongside the channel", |d| d.frames as usize, 10)
         .await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
     a.viewer.close().await;
     b.viewer.close().await;
     server.stop().await;

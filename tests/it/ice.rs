@@ -144,7 +144,20 @@ async fn ice_restart_over_patch_keeps_video_flowing() {
     viewer.pc.restart_ice().await.unwrap();
     let offer = viewer.pc.create_offer(None).await.unwrap();
     viewer.pc.set_local_description(offer).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // let it gather
+    // Until it has gathered a candidate of the new generation.
+    let pc = viewer.pc.clone();
+    assert!(
+        eventually(WAIT, || {
+            let pc = pc.clone();
+            async move {
+                pc.local_description()
+                    .await
+                    .is_some_and(|d| d.sdp.contains("a=candidate"))
+            }
+        })
+        .await,
+        "the viewer gathered no candidate after restarting ICE"
+    );
     let local = viewer.pc.local_description().await.unwrap().sdp;
     let frag = fragment_of(&local);
     let (status, headers2, body) = patch(&session, Some(TRICKLE), Some("*"), frag).await;

@@ -8,6 +8,7 @@ mod fanout;
 mod hostile;
 mod ice;
 mod lifecycle;
+mod limits;
 mod sources;
 mod support;
 mod whep;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use whepcast::config::Size;
+use whepcast::frame::{ByteOrder, I420Frame};
 use whepcast::server::StreamConfig;
-use whepcast::source::{ByteOrder, FrameInfo, I420Frame, OpenOptions, Pattern, Source, SourceSpec};
+use whepcast::source::{FrameInfo, OpenOptions, Pattern, Source, SourceSpec};
 
 /// A private X server.
 struct Xvfb {
@@ -610,4 +611,47 @@ async fn raw_bgra_frames_from_a_file_reach_a_viewer_in_their_colours() {
     assert_eq!(server.api().await["streams"][0]["frames_in"], 60);
     viewer.close().await;
     server.stop().await;
+}
+
+/// A stream reading a silent pipe still stops when dropped: its thread is joined (the pipe's
+/// read end is closed, so the producer learns the reader is gone), not left blocked behind.
+#[test]
+fn dropping_a_stream_blocked_on_a_silent_pipe_joins_its_thread() {
+    let dir = std::env::temp_dir().join(format!("whepcast-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let spec: SourceSpec = format!("raw:{}", dir.display()).parse().unwrap();
+    let size = Size::new(32, 32).unwrap();
+    let opts = OpenOptions {
+        size: Some(size),
+        pixel_format: None,
+    };
+    // The pipeline thread opens the read end; opening the write end waits for it.
+    let writer = std::thread::spawn({
+        let dir = dir.clone();
+        move || std::fs::OpenOptions::new().write(true).open(dir).unwrap()
+    });
+    let pipeline = whepcast::pipeline::Pipeline::start(
+        "silent",
+        "raw",
+        Box::new(move |stop| whepcast::source::open(&spec, opts, stop)),
+        settings(size, 30, 2.0),
+    )
+    .expect("starts");
+    let mut writer = writer.join().unwrap();
+    // Nothing is written: the source waits for its first frame. A viewer would make it read;
+    // a raw source reads even when nobody watches.
+    std::thread::sleep(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    drop(pipeline);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "drop took {took:?}");
+    let wrote = writer.write_all(&[0u8; 64]);
+    assert!(
+        matches!(&wrote, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe),
+        "the pipe still has a reader after the stream was dropped: {wrote:?}"
+    );
+    let _ = std::fs::remove_file(&dir);
 }

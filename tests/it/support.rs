@@ -78,6 +78,7 @@ impl TestServer {
             rtc: RtcConfig::for_listen_ip("127.0.0.1".parse().unwrap()),
             token: None,
             max_viewers: None,
+            public: false,
         };
         adjust(&mut config);
         let server = Server::bind(config).await.expect("server starts");
@@ -621,6 +622,7 @@ pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, which it keeps until we wait for it.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }

@@ -1,37 +1,25 @@
-//! Stage 3: **broadcast** — run source → encode → packetize once, and fan the packets out to
-//! every viewer.
+//! Stage: **pipeline** — source → encode → packetize, once per frame, paced by a clock.
 //!
 //! A pacing thread, driven by a monotonic clock, draws (or captures) each frame; an encoding
 //! thread encodes the previous one meanwhile ([`crate::encode::Worker`]), so on two cores a
-//! frame costs the slower of the two, not their sum. Each frame is encoded once and split
-//! into RTP packets once; the packets go into a bounded [`tokio::sync::broadcast`] channel as
-//! one `Arc<MediaFrame>`. A viewer copies only the 12-byte header of each packet (its own
-//! SSRC, payload type and sequence number) — the payload is a refcounted [`bytes::Bytes`].
+//! frame costs the slower of the two, not their sum. Each frame is encoded once, split into
+//! RTP packets once, and published to the stream's [`fanout`].
 //!
-//! Nobody waits on anybody: when encoding falls behind the clock, frames are dropped rather
-//! than queued (latency never grows); when a viewer falls behind the channel, *its* receiver
-//! lags and it resynchronises on the next keyframe, while the encoder and the other viewers
-//! carry on. With no viewers at all the pipeline keeps time but neither draws nor encodes.
+//! When encoding falls behind the clock, frame slots are dropped rather than queued (latency
+//! never grows). With no viewers at all the pipeline keeps time but neither draws nor
+//! encodes. Keyframes: every `keyint` seconds, for a viewer that joins or asks (merged,
+//! at most one per [`MIN_FORCED_IDR_GAP`]), and after a pause.
 
 use crate::config::{EncodeSettings, Size};
 use crate::encode::{self, EncodeError, Encoder};
-use crate::source::{Fill, FrameInfo, I420Frame, Rect, Source, SourceError};
-use bytes::Bytes;
-use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::header::Header;
-use rtc::rtp::packetizer::Payloader;
+use crate::fanout::{self, Feed, MediaFrame, Packetizer, Publisher};
+use crate::frame::{Canvas, I420Frame};
+use crate::source::{Fill, FrameInfo, Source, SourceError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-
-/// RTP payload budget per packet: 1200 bytes keeps every packet under common path MTUs
-/// once SRTP, UDP, IP and TURN headers are added.
-pub const RTP_MTU: usize = 1200;
-/// Frames a viewer may fall behind before it is made to resynchronise (~0.25 s at 30 fps).
-const CHANNEL_FRAMES: usize = 8;
 /// At most one forced IDR per this long, however many viewers join or ask.
 pub const MIN_FORCED_IDR_GAP: Duration = Duration::from_millis(200);
 /// With an unchanging source, still encode a frame this often.
@@ -40,21 +28,6 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const RTP_CLOCK: u64 = 90_000;
 /// While a stream stays overloaded, how often the log says so again.
 const OVERLOAD_REPEAT: Duration = Duration::from_secs(10);
-
-/// One encoded picture as RTP packets, shared by every viewer.
-///
-/// The packets' SSRC, payload type and sequence number are left at zero: each viewer's
-/// sender stamps its own.
-#[derive(Debug)]
-pub struct MediaFrame {
-    pub number: u64,
-    pub keyframe: bool,
-    pub captured: Instant,
-    pub packets: Vec<rtc::rtp::Packet>,
-    /// The data channel's `frame` message (JSON): number, RTP timestamp, capture time in
-    /// Unix ms. Made once here, sent as is to every viewer with a data channel.
-    pub meta: String,
-}
 
 /// Counters for `/api/streams` and the logs.
 #[derive(Debug, Default)]
@@ -98,15 +71,17 @@ impl Stats {
 }
 
 struct Shared {
-    tx: broadcast::Sender<Arc<MediaFrame>>,
-    /// The pipeline thread, to wake it when a viewer arrives while it idles.
-    thread: std::sync::OnceLock<std::thread::Thread>,
-    keyframe_wanted: AtomicBool,
+    /// Where encoded frames go, and where keyframe requests come from.
+    publisher: Publisher,
+    feed: Feed,
+    name: String,
+    /// What the frames come from, as the user wrote it (`pattern`, `screen:0`, ...).
+    label: String,
     /// Time the encoding thread spent since the pacing thread last looked (for `load`).
     encode_busy_ns: AtomicU64,
-    stop: AtomicBool,
-    /// Cancelled when the source has no more frames.
-    ended: CancellationToken,
+    /// Cancelled when the stream is dropped: the pacing loop ends, and a source waiting for
+    /// input stops waiting.
+    stop: CancellationToken,
     /// What is wrong with the source now, if anything (for `/healthz`).
     problem: std::sync::Mutex<Option<String>>,
     stats: Stats,
@@ -114,21 +89,22 @@ struct Shared {
     started: Instant,
 }
 
-/// A running stream: the pipeline thread and the channel viewers subscribe to.
-/// Dropping it stops the thread.
-pub struct Broadcast {
+/// A running stream: its pacing and encoding threads. Dropping it stops them.
+pub struct Pipeline {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// A cheap handle viewers keep: subscribe, ask for keyframes, read counters.
+/// A cheap handle on a running pipeline's settings, counters and health.
 #[derive(Clone)]
-pub struct Feed {
+pub struct Status {
     shared: Arc<Shared>,
 }
 
 /// Opens a source; run on the pipeline thread, since some sources (X11) cannot move threads.
-pub type OpenSource = Box<dyn FnOnce() -> Result<Box<dyn Source>, SourceError> + Send>;
+/// It is given the stream's stop signal: a source waiting for input stops waiting with it.
+pub type OpenSource =
+    Box<dyn FnOnce(&CancellationToken) -> Result<Box<dyn Source>, SourceError> + Send>;
 
 /// Why a stream could not start.
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +113,12 @@ pub enum StartError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    #[error("{0}")]
-    Settings(String),
+    #[error(transparent)]
+    Settings(#[from] crate::config::ConfigError),
+    #[error("cannot start the pipeline thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the pipeline thread ended while starting (see the log above)")]
+    ThreadDied,
 }
 
 /// Fits the encoder settings to an opened source — its size, and the frame rate it dictates
@@ -151,17 +131,18 @@ pub fn prepare(
     if let Some(fps) = source.native_fps() {
         settings.fps = (fps.round() as u32).clamp(1, 120);
     }
-    settings.validate().map_err(StartError::Settings)?;
+    settings.validate()?;
     let encoder = Encoder::new(settings)?;
     Ok((source, encoder, settings))
 }
 
-impl Broadcast {
+impl Pipeline {
     /// Starts the pipeline thread: opens the source there, sets up the encoder for the size
     /// (and, for inputs that dictate one, the frame rate) the source has, and starts pacing.
     /// `settings.size` is ignored; the source decides it. Returns once the source is open.
     pub fn start(
         name: &str,
+        label: impl Into<String>,
         open: OpenSource,
         settings: EncodeSettings,
     ) -> Result<Self, StartError> {
@@ -170,11 +151,13 @@ impl Broadcast {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let (shared_tx, shared_rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
         let span = tracing::info_span!("stream", name = %name);
+        let stop = CancellationToken::new();
+        let source_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("whepcast-pipeline".into())
             .spawn(move || {
                 let _span = span.entered();
-                let opened = open()
+                let opened = open(&source_stop)
                     .map_err(StartError::from)
                     .and_then(|source| prepare(source, settings));
                 let (source, encoder, settings) = match opened {
@@ -195,7 +178,7 @@ impl Broadcast {
                     packetizer: Packetizer::default(),
                     last_key: None,
                 };
-                Pipeline {
+                Pacer {
                     shared,
                     source,
                     // Made at the source's size when first drawn into.
@@ -208,7 +191,7 @@ impl Broadcast {
                 }
                 .run(stage)
             })
-            .map_err(EncodeError::Thread)?;
+            .map_err(StartError::Thread)?;
         let settings = match ready_rx.recv() {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -217,26 +200,24 @@ impl Broadcast {
             }
             Err(_) => {
                 let _ = thread.join();
-                return Err(StartError::Settings(
-                    "the pipeline thread died while starting".into(),
-                ));
+                return Err(StartError::ThreadDied);
             }
         };
-        let (tx, _) = broadcast::channel(CHANNEL_FRAMES);
+        let (publisher, feed) = fanout::channel();
+        publisher.wake_on_request(thread.thread().clone());
         let shared = Arc::new(Shared {
-            tx,
-            thread: std::sync::OnceLock::new(),
-            keyframe_wanted: AtomicBool::new(false),
+            publisher,
+            feed,
+            name: name.to_owned(),
+            label: label.into(),
             encode_busy_ns: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            ended: CancellationToken::new(),
+            stop,
             problem: std::sync::Mutex::new(None),
             stats: Stats::default(),
             settings,
             started: Instant::now(),
         });
         shared.stats.set_size(settings.size);
-        let _ = shared.thread.set(thread.thread().clone());
         // The thread is waiting for this; it cannot fail while the thread lives.
         let _ = shared_tx.send(shared.clone());
         Ok(Self {
@@ -245,45 +226,32 @@ impl Broadcast {
         })
     }
 
+    /// The stream's fan-out, for viewers.
     pub fn feed(&self) -> Feed {
-        Feed {
+        self.shared.feed.clone()
+    }
+
+    /// Settings, counters and health, for the API and `/metrics`.
+    pub fn status(&self) -> Status {
+        Status {
             shared: self.shared.clone(),
         }
     }
 }
 
-impl Drop for Broadcast {
+impl Drop for Pipeline {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.stop.cancel();
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
-            // A source blocked on a silent pipe cannot notice the stop flag: give the thread
-            // half a second, then leave it to end with the process.
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
+            // Ends within a frame interval, or a source's stop check (file::STOP_CHECK) when
+            // it waits for input; the encoding thread is joined by the pacing thread.
+            let _ = t.join();
         }
     }
 }
 
-impl Feed {
-    /// A receiver of every frame from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaFrame>> {
-        self.shared.tx.subscribe()
-    }
-
-    /// Asks for an IDR soon. Requests are merged and rate-limited by the pipeline.
-    pub fn request_keyframe(&self) {
-        self.shared.keyframe_wanted.store(true, Ordering::Release);
-        if let Some(t) = self.shared.thread.get() {
-            t.unpark();
-        }
-    }
-
+impl Status {
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }
@@ -320,12 +288,17 @@ impl Feed {
 
     /// Whether the source has ended (end of input).
     pub fn is_ended(&self) -> bool {
-        self.shared.ended.is_cancelled()
+        self.shared.feed.is_ended()
     }
 
-    /// Resolves when the source ends.
-    pub async fn ended(&self) {
-        self.shared.ended.cancelled().await
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// What the frames come from, as the user wrote it.
+    pub fn label(&self) -> &str {
+        &self.shared.label
     }
 
     /// Time since the pipeline started.
@@ -337,7 +310,7 @@ impl Feed {
 /// Everything the pacing thread owns: the clock, the source, and the picture it draws into.
 /// Encoding runs on a second thread ([`EncodeStage`] behind an [`encode::Worker`]), so the
 /// next picture is drawn while this one is encoded.
-struct Pipeline {
+struct Pacer {
     shared: Arc<Shared>,
     source: Box<dyn Source>,
     /// The source's canvas. Sources may draw only what changed, so they always get this same
@@ -347,77 +320,6 @@ struct Pipeline {
     /// The size last drawn, to notice changes.
     size: Size,
     frames_in: u64,
-}
-
-/// Pictures of the canvas whose changes are remembered: an encoder buffer that holds one of
-/// them is brought up to date by copying only what changed since (two buffers go round, so
-/// a buffer is usually two pictures behind).
-const CANVAS_HISTORY: usize = 4;
-
-/// The picture a source draws into when it keeps its previous picture (a screen converts
-/// only what the X server says changed), and what changed in each of its last pictures, so
-/// that each encoder buffer gets a copy of only the rectangles it lacks instead of the whole
-/// frame: a few kilobytes instead of 3 MB per 1080p frame while someone types.
-pub struct Canvas {
-    frame: I420Frame,
-    /// Pictures drawn so far; a buffer's `holds` names the one it has.
-    drawn: u64,
-    /// What picture `n` changed, at `n % CANVAS_HISTORY` (`known` false: everything). The
-    /// vectors are reused, so steady state allocates nothing.
-    changes: [(bool, Vec<Rect>); CANVAS_HISTORY],
-    /// The frame was (re)made since the last picture: that picture changed everything.
-    fresh: bool,
-}
-
-impl Canvas {
-    pub fn new(size: Size) -> Self {
-        Self {
-            frame: I420Frame::new(size),
-            drawn: 0,
-            changes: Default::default(),
-            fresh: true,
-        }
-    }
-
-    /// The frame to draw the next picture into, of `size` (remade when the size changed).
-    pub fn frame_mut(&mut self, size: Size) -> &mut I420Frame {
-        if self.frame.size() != size {
-            self.frame = I420Frame::new(size);
-            self.fresh = true;
-        }
-        &mut self.frame
-    }
-
-    /// Records that a new picture was drawn, which changed `changed` (`None`: everything).
-    pub fn drew(&mut self, changed: Option<&[Rect]>) {
-        self.drawn += 1;
-        let (known, rects) = &mut self.changes[self.drawn as usize % CANVAS_HISTORY];
-        rects.clear();
-        *known = !std::mem::take(&mut self.fresh) && changed.is_some();
-        rects.extend(changed.unwrap_or_default());
-    }
-
-    /// Makes `buffer` hold the latest picture, copying only what it lacks when that is known.
-    pub fn stage(&self, buffer: &mut I420Frame) {
-        let held = buffer.holds;
-        if held == self.drawn && held != 0 {
-            return;
-        }
-        let known = held != 0
-            && held < self.drawn
-            && self.drawn - held < CANVAS_HISTORY as u64
-            && (held + 1..=self.drawn).all(|n| self.changes[n as usize % CANVAS_HISTORY].0);
-        if known && buffer.size() == self.frame.size() {
-            for n in held + 1..=self.drawn {
-                for r in &self.changes[n as usize % CANVAS_HISTORY].1 {
-                    buffer.copy_rect_from(&self.frame, *r);
-                }
-            }
-        } else {
-            buffer.copy_from(&self.frame);
-        }
-        buffer.holds = self.drawn;
-    }
 }
 
 /// What the pacing thread tells the encoding thread with each picture.
@@ -437,7 +339,7 @@ struct EncodeStage {
     last_key: Option<Instant>,
 }
 
-impl Pipeline {
+impl Pacer {
     /// Paces the source, with `stage` encoding on its own thread.
     fn run(mut self, mut stage: EncodeStage) {
         let worker =
@@ -447,7 +349,7 @@ impl Pipeline {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::error!("cannot start the encoding thread: {e}");
-                    self.shared.ended.cancel();
+                    self.shared.publisher.end();
                     return;
                 }
             };
@@ -455,7 +357,7 @@ impl Pipeline {
         // Frames already handed over are still encoded and sent before the stream ends.
         worker.finish();
         tracing::debug!("pipeline stopped after {} frames", self.frames_in);
-        self.shared.ended.cancel();
+        self.shared.publisher.end();
     }
 
     /// Draws a picture per frame slot and hands it to `worker`, until the source ends or
@@ -472,10 +374,10 @@ impl Pipeline {
         let mut window_dropped = 0u64;
         let mut busy_in_window = Duration::ZERO;
         let mut last_warning: Option<Instant> = None;
-        while !self.shared.stop.load(Ordering::Acquire) {
+        while !self.shared.stop.is_cancelled() {
             let now = Instant::now();
             if now < next_due {
-                if idle && self.shared.tx.receiver_count() > 0 {
+                if idle && self.shared.publisher.watched() {
                     // First viewer after a pause: its IDR now, not at the next tick.
                     next_due = now;
                 } else {
@@ -523,7 +425,7 @@ impl Pipeline {
             }
 
             self.tick(start);
-            let watching = self.shared.tx.receiver_count() > 0;
+            let watching = self.shared.publisher.watched();
             if !watching && !self.source.drain_when_idle() {
                 // Nobody watching: keep time, spend nothing. The first viewer asks for an IDR.
                 idle = true;
@@ -562,7 +464,7 @@ impl Pipeline {
                         // now and then keeps players from deciding the stream froze.
                         resumed
                             || fill == Fill::New
-                            || self.shared.keyframe_wanted.load(Ordering::Acquire)
+                            || self.shared.publisher.keyframe_wanted()
                             || last_encode.elapsed() >= HEARTBEAT
                     } else {
                         // Read only to keep the input flowing (a pipe must not stall its
@@ -726,12 +628,12 @@ impl EncodeStage {
         }
         if job.resumed {
             self.encoder.force_keyframe();
-            self.shared.keyframe_wanted.store(false, Ordering::Release);
+            self.shared.publisher.keyframe_sent();
             self.last_key = Some(Instant::now());
         } else if self
             .last_key
             .is_none_or(|t| t.elapsed() >= MIN_FORCED_IDR_GAP)
-            && self.shared.keyframe_wanted.swap(false, Ordering::AcqRel)
+            && self.shared.publisher.take_keyframe_request()
         {
             self.encoder.force_keyframe();
             self.shared
@@ -750,15 +652,14 @@ impl EncodeStage {
             tracing::debug!("keyframe {} took {:?}", job.number, busy.elapsed());
             self.last_key = Some(job.captured);
             // Everyone subscribed now gets this IDR; earlier requests are answered.
-            self.shared.keyframe_wanted.store(false, Ordering::Release);
+            self.shared.publisher.keyframe_sent();
         }
         let took = busy.elapsed();
         self.shared
             .encode_busy_ns
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         self.encode_seconds.record(took.as_secs_f64());
-        // Err only means nobody is subscribed right now.
-        let _ = self.shared.tx.send(Arc::new(media));
+        self.shared.publisher.publish(media);
     }
 
     /// Encodes `frame` and packetizes it once.
@@ -786,7 +687,7 @@ impl EncodeStage {
             .unwrap_or_else(SystemTime::now);
         let meta = format!(
             "{{\"type\":\"frame\",\"n\":{number},\"rtp\":{timestamp},\"captured_ms\":{:.3},\"keyframe\":{keyframe}}}",
-            crate::whep::unix_ms(captured_wall)
+            fanout::unix_ms(captured_wall)
         );
         Ok(MediaFrame {
             number,
@@ -795,106 +696,5 @@ impl EncodeStage {
             packets,
             meta,
         })
-    }
-}
-
-/// Splits an encoded frame into RTP packets (RFC 6184: single NAL units, FU-A fragments, SPS
-/// and PPS aggregated in a STAP-A) with the `rtc` crate's payloader. SSRC, payload type and
-/// sequence number are left at zero for each viewer to stamp.
-#[derive(Default)]
-pub struct Packetizer {
-    payloader: H264Payloader,
-}
-
-impl Packetizer {
-    /// Packets for one Annex B access unit; the last one carries the marker bit.
-    pub fn packetize(&mut self, annexb: &[u8], timestamp: u32) -> Vec<rtc::rtp::Packet> {
-        let data = Bytes::copy_from_slice(annexb);
-        let payloads = self
-            .payloader
-            .payload(RTP_MTU - 12, &data)
-            .unwrap_or_default();
-        let last = payloads.len().saturating_sub(1);
-        payloads
-            .into_iter()
-            .enumerate()
-            .map(|(i, payload)| rtc::rtp::Packet {
-                header: Header {
-                    version: 2,
-                    marker: i == last,
-                    timestamp,
-                    ..Default::default()
-                },
-                payload,
-            })
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn paint(frame: &mut I420Frame, r: Rect, luma: u8) {
-        crate::source::pattern::fill_rect(frame, r.x, r.y, r.width, r.height, [luma, 90, 170]);
-    }
-
-    /// Two buffers go round while a source changes parts of the canvas (and now and then
-    /// says nothing about what changed, or a buffer sits out for longer than the history):
-    /// after staging, a buffer always equals the canvas.
-    #[test]
-    fn staged_buffers_always_hold_the_latest_picture() {
-        let size = Size::new(96, 64).unwrap();
-        let mut canvas = Canvas::new(size);
-        let mut buffers = [I420Frame::new(size), I420Frame::new(size)];
-        let mut spare = I420Frame::new(size);
-        for n in 0u32..60 {
-            let r = Rect::new(n * 7 % 80, n * 5 % 50, 3 + n % 17, 5 + n % 13);
-            let frame = canvas.frame_mut(size);
-            paint(frame, r, (n * 37 % 200) as u8 + 20);
-            canvas.drew((n % 11 != 5).then_some(&[r][..]));
-            let b = &mut buffers[n as usize % 2];
-            canvas.stage(b);
-            assert!(b.as_bytes() == canvas.frame.as_bytes(), "picture {n}");
-            if n % 9 == 0 {
-                // A buffer that missed several pictures.
-                canvas.stage(&mut spare);
-                assert!(spare.as_bytes() == canvas.frame.as_bytes(), "spare at {n}");
-            }
-        }
-    }
-
-    /// Only what changed is copied: a mark outside the changed rectangles survives staging.
-    #[test]
-    fn staging_copies_only_the_changed_rectangles() {
-        let size = Size::new(64, 64).unwrap();
-        let mut canvas = Canvas::new(size);
-        let mut buffer = I420Frame::new(size);
-        canvas.frame_mut(size);
-        canvas.drew(None);
-        canvas.stage(&mut buffer);
-        // Marked where no later picture changes anything.
-        paint(&mut buffer, Rect::new(50, 50, 4, 4), 77);
-        for (n, r) in [Rect::new(0, 0, 10, 10), Rect::new(20, 4, 8, 30)]
-            .into_iter()
-            .enumerate()
-        {
-            paint(canvas.frame_mut(size), r, 200 - n as u8);
-            canvas.drew(Some(&[r]));
-        }
-        canvas.stage(&mut buffer);
-        let (y, _, _) = buffer.planes();
-        assert_eq!(
-            y[51 * 64 + 51],
-            77,
-            "the mark outside the changes is not overwritten"
-        );
-        assert_eq!(y[5 * 64 + 5], 200);
-        assert_eq!(y[20 * 64 + 22], 199);
-        // Not knowing what changed means copying everything.
-        canvas.frame_mut(size);
-        canvas.drew(None);
-        canvas.stage(&mut buffer);
-        assert_eq!(buffer.planes().0[51 * 64 + 51], 16);
     }
 }
