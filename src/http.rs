@@ -72,7 +72,7 @@ impl Token {
 
     /// Whether `header` is `Bearer <this token>`; the comparison does not leak, through its
     /// timing, how much of the token a guess got right.
-    fn admits(&self, header: Option<&HeaderValue>) -> bool {
+    pub(crate) fn admits(&self, header: Option<&HeaderValue>) -> bool {
         use subtle::ConstantTimeEq;
         let Some(given) = header.and_then(|v| v.to_str().ok()).and_then(|v| {
             v.strip_prefix("Bearer ")
@@ -297,9 +297,13 @@ fn add_ice_links(state: &AppState, h: &mut HeaderMap, credentials: bool) {
 /// Without one, only our own page and non-browser clients (same origin, or no `Origin`):
 /// CORS is open, so any web page a local user visits could otherwise read them.
 fn turn_credentials_allowed(state: &AppState, headers: &HeaderMap) -> bool {
-    if state.token.is_some() {
-        return true; // the request got past the token check
-    }
+    // With a token, the request got past the token check.
+    state.token.is_some() || same_origin_or_none(headers)
+}
+
+/// Whether the request has no `Origin` (not a browser's cross-origin request), or one whose
+/// host is the request's `Host`.
+pub(crate) fn same_origin_or_none(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -347,14 +351,11 @@ async fn patch_session(
 ) -> Result<Response, HttpError> {
     check_content_type(&headers, TRICKLE_TYPE)?;
     let body = read_body(&headers, body, sdpfrag::MAX_FRAGMENT_BYTES).await?;
-    let if_match = match headers.get(header::IF_MATCH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| HttpError::BadRequest("If-Match is not ASCII".into()))?,
-        ),
-    };
-    match state.sessions.patch(&id, if_match, &body).await? {
+    match state
+        .sessions
+        .patch(&id, if_match(&headers)?, &body)
+        .await?
+    {
         Patched::Trickled { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
         Patched::Restarted { fragment, etag } => {
             let mut response = (StatusCode::OK, fragment).into_response();
@@ -363,6 +364,17 @@ async fn patch_session(
             h.insert(header::ETAG, header_value(&etag)?);
             Ok(response)
         }
+    }
+}
+
+/// The request's `If-Match`, if any, as text.
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| HttpError::BadRequest("If-Match is not ASCII".into())),
     }
 }
 
@@ -482,7 +494,7 @@ fn viewers(state: &AppState, pipeline: &pipeline::Status) -> usize {
 }
 
 /// Accepts a body whose media type (parameters aside) is `expected`.
-fn check_content_type(headers: &HeaderMap, expected: &str) -> Result<(), HttpError> {
+pub(crate) fn check_content_type(headers: &HeaderMap, expected: &str) -> Result<(), HttpError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -495,6 +507,8 @@ fn check_content_type(headers: &HeaderMap, expected: &str) -> Result<(), HttpErr
             "no Content-Type (this request takes {expected})"
         )))
     } else {
+        // Quoted, but not whole: it is the client's text, of any length.
+        let ct: String = ct.chars().take(60).collect();
         Err(HttpError::UnsupportedMediaType(format!(
             "Content-Type '{ct}' (this request takes {expected})"
         )))
@@ -590,6 +604,16 @@ impl IntoResponse for HttpError {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn a_refused_content_type_is_not_quoted_whole() {
+        let mut h = HeaderMap::new();
+        let long = format!("text/{}", "x".repeat(10_000));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&long).unwrap());
+        let e = check_content_type(&h, "application/sdp").expect_err("not SDP");
+        let text = e.to_string();
+        assert!(text.contains("text/xxx") && text.len() < 300, "{text}");
+    }
 
     /// A panic in a handler is answered with a 500 and a message, not a dropped connection.
     #[tokio::test]

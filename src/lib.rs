@@ -36,6 +36,10 @@ pub mod config;
 pub mod encode;
 pub mod fanout;
 pub mod frame;
+/// Fuzz entry points: every parser network input reaches, for `cargo fuzz` (`fuzz/`) and the
+/// bounded runs in the normal tests.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

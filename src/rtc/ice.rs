@@ -172,6 +172,10 @@ pub fn advertise_candidates(sdp: &str, public_ips: &[IpAddr]) -> String {
             if ip.is_ipv4() != local.is_ipv4() || *ip == local || added.contains(&key) {
                 continue;
             }
+            if !out.ends_with('\n') {
+                // The last line, unterminated: a copy must not run on from it.
+                out.push_str("\r\n");
+            }
             // Own foundation (a different address), one below the original's priority.
             let priority = f[3].parse::<u32>().unwrap_or(1).saturating_sub(1);
             out.push_str(&format!(
@@ -300,6 +304,16 @@ mod tests {
         );
         let v6: IpAddr = "2001:db8::1".parse().expect("ip");
         assert_eq!(advertise_candidates(sdp, &[v6]), sdp, "families must match");
+    }
+
+    #[test]
+    fn a_last_candidate_without_line_end_is_not_run_into() {
+        let sdp = "a=candidate:1 1 udp 2130706431 10.0.0.5 50001 typ host";
+        let ip: IpAddr = "203.0.113.7".parse().expect("ip");
+        assert_eq!(
+            advertise_candidates(sdp, &[ip]),
+            format!("{sdp}\r\na=candidate:19 1 udp 2130706430 203.0.113.7 50001 typ host\r\n")
+        );
     }
 
     #[test]

@@ -122,7 +122,7 @@ struct Request {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// The last nomination the agent left unanswered (`from` is `None` when there is none).
     unanswered: Request,
     /// Reused to parse requests' attributes.
@@ -147,11 +147,11 @@ impl fmt::Debug for NominatingSocket {
 }
 
 /// A STUN message's type and transaction id.
-type StunHeader = (u16, [u8; 12]);
+pub(crate) type StunHeader = (u16, [u8; 12]);
 
 /// STUN message type and transaction id, when `packet` is a STUN message (RFC 7983: first
 /// byte 0..=3, then the magic cookie).
-fn stun_header(packet: &[u8]) -> Option<StunHeader> {
+pub(crate) fn stun_header(packet: &[u8]) -> Option<StunHeader> {
     if packet.first().is_none_or(|b| *b > 3) || !is_stun_message(packet) {
         return None;
     }
@@ -164,7 +164,7 @@ fn stun_header(packet: &[u8]) -> Option<StunHeader> {
 impl State {
     /// Looks at one received STUN message; `true` when the held request is now due for
     /// replay.
-    fn on_received(
+    pub(crate) fn on_received(
         &mut self,
         (typ, transaction_id): StunHeader,
         packet: &[u8],
@@ -188,7 +188,7 @@ impl State {
     }
 
     /// Looks at one STUN message the agent sends.
-    fn on_sent(&mut self, (typ, transaction_id): StunHeader) {
+    pub(crate) fn on_sent(&mut self, (typ, transaction_id): StunHeader) {
         if typ == BINDING_SUCCESS.value()
             && self.unanswered.from.is_some()
             && transaction_id == self.unanswered.transaction_id
@@ -199,7 +199,7 @@ impl State {
 
     /// Copies the held request into `buf`, filling `meta`; `false` when none is held (the
     /// agent answered it meanwhile) or it does not fit.
-    fn take_replay(&mut self, buf: &mut [u8], meta: &mut RecvMeta) -> bool {
+    pub(crate) fn take_replay(&mut self, buf: &mut [u8], meta: &mut RecvMeta) -> bool {
         let r = &mut self.unanswered;
         let Some(from) = r.from else {
             return false;

@@ -130,7 +130,7 @@ pub fn choose_h264(sdp: &str) -> Result<H264Choice, OfferError> {
 /// Ranks an H.264 fmtp line: `Some(0)` is the best match for our stream; `None` means our
 /// stream cannot be sent with it (packetization-mode 0, or a profile a Constrained Baseline
 /// stream does not conform to).
-fn rank_h264(fmtp: &str) -> Option<u8> {
+pub(crate) fn rank_h264(fmtp: &str) -> Option<u8> {
     let mut mode = 0u8;
     let mut pli = "42001f".to_string(); // RFC 6184 default: Baseline, level 1.0 (we ignore level)
     for param in fmtp.split(';') {

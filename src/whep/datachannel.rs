@@ -34,7 +34,7 @@ pub const MAX_CHAT_CHARS: usize = 280;
 pub const CHAT_LINES: usize = 5;
 pub const CHAT_WINDOW: Duration = Duration::from_secs(10);
 /// Longest message accepted from a viewer.
-const MAX_MESSAGE_BYTES: usize = 2048;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 2048;
 
 /// Who is on the other end of a channel.
 pub(super) struct Viewer {
@@ -110,6 +110,72 @@ async fn send(dc: &Arc<dyn DataChannel>, text: &str) -> bool {
     }
 }
 
+/// A viewer's message, read and checked ([`read_message`]).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Incoming {
+    /// `ping`: its `id` and `t`, echoed in the `pong` (`null` when absent).
+    Ping {
+        id: serde_json::Value,
+        t: serde_json::Value,
+    },
+    /// `chat`: the line, cleaned (no hidden characters, trimmed), 1 to [`MAX_CHAT_CHARS`]
+    /// characters.
+    Chat(String),
+}
+
+/// Reads one message from a viewer; `Err` is the text of the `error` reply. Pure: the rate
+/// limit and the room are [`handle`]'s.
+pub(crate) fn read_message(data: &[u8], is_text: bool) -> Result<Incoming, String> {
+    if !is_text || data.len() > MAX_MESSAGE_BYTES {
+        return Err("messages are JSON text objects of at most 2 KiB".into());
+    }
+    let Ok(serde_json::Value::Object(mut msg)) = serde_json::from_slice::<serde_json::Value>(data)
+    else {
+        return Err("messages are JSON objects with a \"type\"".into());
+    };
+    match msg.get("type").and_then(|t| t.as_str()) {
+        Some("ping") => Ok(Incoming::Ping {
+            id: msg.remove("id").unwrap_or_default(),
+            t: msg.remove("t").unwrap_or_default(),
+        }),
+        Some("chat") => {
+            let Some(text) = msg.get("text").and_then(|t| t.as_str()) else {
+                return Err("a chat message needs \"text\"".into());
+            };
+            // Text only: control characters, line and paragraph separators and bidi
+            // overrides would let one line pose as several, or as someone else's.
+            let text: String = text.chars().filter(|c| !hidden_trickery(*c)).collect();
+            let text = text.trim();
+            if text.is_empty() {
+                return Err("empty chat line".into());
+            }
+            if text.chars().count() > MAX_CHAT_CHARS {
+                return Err(format!(
+                    "chat lines are at most {MAX_CHAT_CHARS} characters"
+                ));
+            }
+            Ok(Incoming::Chat(text.to_owned()))
+        }
+        _ => Err("unknown message type; expected \"ping\" or \"chat\"".into()),
+    }
+}
+
+/// The reply to a `ping`.
+pub(crate) fn pong(id: &serde_json::Value, t: &serde_json::Value, server_ms: f64) -> String {
+    serde_json::json!({
+        "type": "pong",
+        "id": id,
+        "t": t,
+        "server_ms": server_ms,
+    })
+    .to_string()
+}
+
+/// The `error` reply saying `text`.
+pub(crate) fn error_reply(text: &str) -> String {
+    serde_json::json!({"type": "error", "text": text}).to_string()
+}
+
 /// Handles one message; returns the reply for this viewer alone, if any. Chat lines go to
 /// the whole stream through its room.
 fn handle(
@@ -118,40 +184,10 @@ fn handle(
     is_text: bool,
     recent: &mut VecDeque<Instant>,
 ) -> Option<String> {
-    let error = |text: &str| Some(serde_json::json!({"type": "error", "text": text}).to_string());
-    if !is_text || data.len() > MAX_MESSAGE_BYTES {
-        return error("messages are JSON text objects of at most 2 KiB");
-    }
-    let Ok(serde_json::Value::Object(msg)) = serde_json::from_slice::<serde_json::Value>(data)
-    else {
-        return error("messages are JSON objects with a \"type\"");
-    };
-    match msg.get("type").and_then(|t| t.as_str()) {
-        Some("ping") => Some(
-            serde_json::json!({
-                "type": "pong",
-                "id": msg.get("id"),
-                "t": msg.get("t"),
-                "server_ms": unix_ms(SystemTime::now()),
-            })
-            .to_string(),
-        ),
-        Some("chat") => {
-            let Some(text) = msg.get("text").and_then(|t| t.as_str()) else {
-                return error("a chat message needs \"text\"");
-            };
-            // Text only: control characters, line and paragraph separators and bidi
-            // overrides would let one line pose as several, or as someone else's.
-            let text: String = text.chars().filter(|c| !hidden_trickery(*c)).collect();
-            let text = text.trim();
-            if text.is_empty() {
-                return error("empty chat line");
-            }
-            if text.chars().count() > MAX_CHAT_CHARS {
-                return error(&format!(
-                    "chat lines are at most {MAX_CHAT_CHARS} characters"
-                ));
-            }
+    match read_message(data, is_text) {
+        Err(text) => Some(error_reply(&text)),
+        Ok(Incoming::Ping { id, t }) => Some(pong(&id, &t, unix_ms(SystemTime::now()))),
+        Ok(Incoming::Chat(text)) => {
             let now = Instant::now();
             while recent
                 .front()
@@ -160,10 +196,10 @@ fn handle(
                 recent.pop_front();
             }
             if recent.len() >= CHAT_LINES {
-                return error(&format!(
+                return Some(error_reply(&format!(
                     "slow down: at most {CHAT_LINES} lines every {} s",
                     CHAT_WINDOW.as_secs()
-                ));
+                )));
             }
             recent.push_back(now);
             let line = serde_json::json!({
@@ -177,7 +213,6 @@ fn handle(
             viewer.stream.announce(line.to_string());
             None
         }
-        _ => error("unknown message type; expected \"ping\" or \"chat\""),
     }
 }
 

@@ -509,22 +509,7 @@ impl Sessions {
         frag.check_candidates()?;
         // New credentials mean a new ICE session (RFC 8840 4.4).
         let restart = frag.ufrag.is_some() && frag.ufrag != *lock(&session.remote_ufrag);
-        match if_match.map(str::trim) {
-            None if restart => return Err(WhepError::PreconditionRequired),
-            // `"*"` quoted is strictly an ETag, but some clients send it for the wildcard.
-            None | Some("*") | Some("\"*\"") => {}
-            Some(given) => {
-                let current = lock(&session.etag).clone();
-                // Strong comparison (RFC 9110 13.1.1): a weak tag never matches.
-                let matches = given.split(',').any(|t| t.trim() == current);
-                if !matches {
-                    return Err(WhepError::PreconditionFailed {
-                        given: given.chars().take(40).collect(),
-                        current,
-                    });
-                }
-            }
-        }
+        check_if_match(if_match, restart, &lock(&session.etag))?;
         if restart {
             let (fragment, etag) = self.restart_ice(&session, &frag).await?;
             Ok(Patched::Restarted { fragment, etag })
@@ -597,6 +582,31 @@ impl Sessions {
         let ids: Vec<String> = lock(&self.inner.map).keys().cloned().collect();
         for id in ids {
             self.close(&id, "server shutting down").await;
+        }
+    }
+}
+
+/// Checks a `PATCH`'s `If-Match` against the session's ETag `current` (see
+/// [`Sessions::patch`]); `restart` when the fragment restarts ICE.
+pub(crate) fn check_if_match(
+    if_match: Option<&str>,
+    restart: bool,
+    current: &str,
+) -> Result<(), WhepError> {
+    match if_match.map(str::trim) {
+        None if restart => Err(WhepError::PreconditionRequired),
+        // `"*"` quoted is strictly an ETag, but some clients send it for the wildcard.
+        None | Some("*") | Some("\"*\"") => Ok(()),
+        Some(given) => {
+            // Strong comparison (RFC 9110 13.1.1): a weak tag never matches.
+            if given.split(',').any(|t| t.trim() == current) {
+                Ok(())
+            } else {
+                Err(WhepError::PreconditionFailed {
+                    given: given.chars().take(40).collect(),
+                    current: current.to_owned(),
+                })
+            }
         }
     }
 }

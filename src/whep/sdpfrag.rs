@@ -12,7 +12,7 @@ use std::fmt::Write;
 /// Largest fragment accepted: a browser sends a few candidates per PATCH (< 1 KiB).
 pub const MAX_FRAGMENT_BYTES: usize = 16 * 1024;
 /// Most candidates in one fragment; a peer has a handful of interfaces.
-const MAX_CANDIDATES: usize = 64;
+pub(crate) const MAX_CANDIDATES: usize = 64;
 
 /// A parsed fragment.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -111,9 +111,10 @@ impl Fragment {
         for (_, c) in &self.candidates {
             let value = c.strip_prefix("candidate:").unwrap_or(c);
             if let Err(e) = rtc::ice::candidate::unmarshal_candidate(value) {
+                // The crate's error may quote a field whole: bound what goes back.
                 return Err(FragmentError::Unusable(
                     c.chars().take(80).collect(),
-                    e.to_string(),
+                    e.to_string().chars().take(120).collect(),
                 ));
             }
         }
@@ -249,6 +250,16 @@ mod tests {
             Fragment::parse(many.as_bytes()),
             Err(FragmentError::TooMany)
         );
+    }
+
+    #[test]
+    fn an_unusable_candidate_is_not_quoted_whole() {
+        let huge = "9".repeat(10_000);
+        let body = format!("a=candidate:1 1 udp 1 192.0.2.1 1 typ {huge}\r\n");
+        let frag = Fragment::parse(body.as_bytes()).expect("eight fields");
+        let e = frag.check_candidates().expect_err("no such candidate type");
+        assert!(matches!(e, FragmentError::Unusable(..)), "{e:?}");
+        assert!(e.to_string().len() < 400, "{} bytes", e.to_string().len());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Hostile input, generated: mutated real offers, mutated trickle fragments and malformed
-//! HTTP requests. Whatever arrives, the server answers 2xx or 4xx with a message, never
-//! panics or 5xx, leaves no session behind, and the viewer already watching keeps its video.
+//! Hostile input, generated: mutated real offers and trickle fragments (multi-byte and
+//! invalid UTF-8 included) and malformed HTTP requests. Whatever arrives, the server answers
+//! 2xx or 4xx with a message, never panics or 5xx, leaves no session behind, and the viewer
+//! already watching keeps its video.
 
 use crate::support::*;
 use rand::rngs::StdRng;
@@ -46,6 +47,22 @@ const TRICKY: &[&str] = &[
     "x",
 ];
 
+/// Characters of 2, 3 and 4 bytes in UTF-8, and a bidi override.
+const WIDE: &[char] = &['\u{e9}', '\u{20ac}', '\u{1d11e}', '\u{202e}'];
+
+/// Byte sequences that are not UTF-8: a lone byte, a truncated sequence, a surrogate.
+const NOT_UTF8: &[&[u8]] = &[b"\xff", b"\xe2\x82", b"\xed\xa0\x80"];
+
+/// A char boundary of `line` in its value (after its first ':' or '='), picked at random.
+fn value_boundary(rng: &mut StdRng, line: &str) -> usize {
+    let start = line.find([':', '=']).map_or(0, |p| p + 1);
+    let mut at = rng.random_range(start..=line.len());
+    while !line.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 fn lines(s: &str) -> Vec<String> {
     s.split("\r\n")
         .filter(|l| !l.is_empty())
@@ -57,7 +74,7 @@ fn lines(s: &str) -> Vec<String> {
 fn mutate(rng: &mut StdRng, sdp: &str) -> Vec<u8> {
     let mut ls = lines(sdp);
     let pick = |rng: &mut StdRng, n: usize| rng.random_range(0..n.max(1));
-    match rng.random_range(0..9) {
+    match rng.random_range(0..12) {
         0 => {
             let mut b = sdp.as_bytes().to_vec();
             for _ in 0..rng.random_range(1..8) {
@@ -104,6 +121,30 @@ fn mutate(rng: &mut StdRng, sdp: &str) -> Vec<u8> {
                 };
                 ls[i] = format!("{k}:{v}");
             }
+        }
+        8 => {
+            // A multi-byte character inserted into a value.
+            let i = pick(rng, ls.len());
+            let at = value_boundary(rng, &ls[i]);
+            ls[i].insert(at, WIDE[pick(rng, WIDE.len())]);
+        }
+        9 => {
+            // A multi-byte character in place of as many bytes of a value: a byte-length
+            // check still passes, byte-index slicing lands inside the character.
+            let i = pick(rng, ls.len());
+            let c = WIDE[pick(rng, WIDE.len())];
+            let at = value_boundary(rng, &ls[i]);
+            let end = at + c.len_utf8();
+            if ls[i].get(at..end).is_some() {
+                ls[i].replace_range(at..end, c.encode_utf8(&mut [0; 4]));
+            }
+        }
+        10 => {
+            // Bytes that are not UTF-8, inside a line.
+            let mut b = (ls.join("\r\n") + "\r\n").into_bytes();
+            let at = pick(rng, b.len());
+            b.splice(at..at, NOT_UTF8[pick(rng, NOT_UTF8.len())].iter().copied());
+            return b;
         }
         _ => {
             let n = rng.random_range(0..512);
@@ -182,6 +223,29 @@ async fn mutated_offers_get_4xx_or_a_session_and_leave_nothing_behind() {
         .wait_for_more("video through it all", |d| d.frames as usize, 10)
         .await;
     watching.close().await;
+    server.stop().await;
+}
+
+/// The offers of issue 13: a six-byte profile-level-id with a multi-byte character made
+/// offer inspection slice inside the character and panic. They are refused like any other
+/// H.264 we cannot send: 422, naming H.264.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multibyte_profile_level_ids_get_422_naming_h264() {
+    let server = TestServer::start("320x240", 15, 2.0).await;
+    let whep = server.url("/whep");
+    let (pc, real, _track) = offer().await;
+    let _ = pc.close().await;
+    assert!(real.contains("profile-level-id=42e01f"), "{real}");
+    for pli in ["a\u{e9}123", "4\u{20ac}1f"] {
+        let sdp = real.replace(
+            "profile-level-id=42e01f",
+            &format!("profile-level-id={pli}"),
+        );
+        let (status, _, body) = post(&whep, Some("application/sdp"), sdp).await;
+        assert_eq!(status, 422, "{pli}: {body}");
+        assert!(body.contains("H.264"), "{pli}: {body}");
+    }
+    assert_eq!(server.active_sessions().await, 0);
     server.stop().await;
 }
 
