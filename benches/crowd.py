@@ -392,15 +392,17 @@ def analyse_whepcast_log(path, rows, label):
         if mm := re.search(r"ICE connected ([\d.]+)(m?s|µs) after the offer", msg):
             asks.append((t, t - dur(mm.group(1), mm.group(2))))
         elif mm := re.search(r"keyframe (\d+) going out ([\d.]+)(m?s|µs) after the offer", msg):
-            outs.append((t, t - dur(mm.group(2), mm.group(3)), int(mm.group(1))))
+            outs.append((t, t - dur(mm.group(2), mm.group(3)), int(mm.group(1)), "replayed" in msg))
         elif mm := re.search(r"keyframe (\d+) took ([\d.]+)(m?s|µs)", msg):
             encoded[int(mm.group(1))] = t  # encoded (and published) at t
     # Match each viewer's POST (wall clock) to the nearest offer time the server logged.
     def nearest(items, t0):
-        best = min(items, key=lambda it: abs(it[1] - t0), default=None)
-        return best if best and abs(best[1] - t0) < 0.05 else None
+        # The first line for that offer: a viewer that later falls behind logs another
+        # "keyframe going out" for the same offer when it resynchronises.
+        near = [it for it in items if abs(it[1] - t0) < 0.05]
+        return min(near, key=lambda it: it[0], default=None)
 
-    waits, details = [], []
+    waits, replayed, details = [], [], []
     for r in rows:
         if r.get("t0_wall") is None:
             continue
@@ -412,18 +414,26 @@ def analyse_whepcast_log(path, rows, label):
         if enc is None:
             continue
         wait = (enc - a[0]) * 1000
-        waits.append(wait)
+        (replayed if o[3] else waits).append(wait)
         details.append((r["t0_wall"], round((a[0] - a[1]) * 1000), idr, round(wait), r["frame"]))
-    if not waits:
+    if not details:
         print(f"  ({label}: no whepcast debug lines matched)")
         return
     shared = {}
     for d in details:
         shared.setdefault(d[2], 0)
         shared[d[2]] += 1
-    print(f"  {label}: viewer asked (ICE up) -> its IDR encoded: median {statistics.median(waits):.0f} ms, "
-          f"p95 {pct(waits, 0.95):.0f}, max {max(waits):.0f} (n={len(waits)}); "
-          f"{len(shared)} IDRs served {len(details)} joins")
+    line = f"  {label}: {len(shared)} IDRs started {len(details)} joins"
+    if waits:
+        line += (f"; ICE up (the ask) -> its IDR encoded: median {statistics.median(waits):.0f} ms, "
+                 f"p95 {pct(waits, 0.95):.0f}, max {max(waits):.0f} (n={len(waits)})")
+    if replayed:
+        line += (f"; {len(replayed)} started from a replayed IDR encoded a median "
+                 f"{-statistics.median(replayed):.0f} ms before they were ready")
+    resyncs = clean.count("resyncing on next keyframe")
+    if resyncs:
+        line += f"; {resyncs} resyncs (viewers fell 8 frames behind: machine overloaded)"
+    print(line)
     if os.environ.get("CROWD_DETAIL"):
         base = details[0][0]
         print("    t(ms) ask(ms after POST) idr wait(ms) first-frame(ms)")
