@@ -15,7 +15,7 @@ use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packetizer::Payloader;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
@@ -46,8 +46,22 @@ pub struct MediaFrame {
     pub meta: String,
 }
 
+/// At most one forced IDR per this long, however many viewers join or ask (the pipeline
+/// enforces it: every IDR costs every viewer picture quality at a fixed bit rate).
+pub const MIN_FORCED_IDR_GAP: Duration = Duration::from_millis(200);
+
+/// A joining viewer starts from the last keyframe (and the frames since, sent to it alone)
+/// when that keyframe is younger than this, instead of asking for a new one: inside the
+/// rate limit on forced IDRs a new one could be this long away. Joins close together then
+/// cost no extra IDRs and wait for none (BENCHMARKS.md, crowded joins).
+pub const START_FROM_LAST_KEYFRAME: Duration = MIN_FORCED_IDR_GAP;
+
 struct Shared {
     tx: broadcast::Sender<Arc<MediaFrame>>,
+    /// The last keyframe and every frame published since, while that keyframe is younger
+    /// than [`START_FROM_LAST_KEYFRAME`] (empty otherwise). Frames are sent to `tx` under
+    /// this lock, so a joiner's copy and its subscription neither miss nor repeat a frame.
+    since_keyframe: Mutex<Vec<Arc<MediaFrame>>>,
     keyframe_wanted: AtomicBool,
     /// The pipeline thread, woken when a viewer asks for a keyframe while it idles.
     waker: OnceLock<std::thread::Thread>,
@@ -70,6 +84,7 @@ pub struct Feed {
 pub fn channel() -> (Publisher, Feed) {
     let shared = Arc::new(Shared {
         tx: broadcast::channel(CHANNEL_FRAMES).0,
+        since_keyframe: Mutex::new(Vec::new()),
         keyframe_wanted: AtomicBool::new(false),
         waker: OnceLock::new(),
         ended: CancellationToken::new(),
@@ -85,8 +100,22 @@ pub fn channel() -> (Publisher, Feed) {
 impl Publisher {
     /// Hands a frame to every viewer subscribed now.
     pub fn publish(&self, frame: MediaFrame) {
+        let frame = Arc::new(frame);
+        let mut since = lock(&self.shared.since_keyframe);
+        if frame.keyframe {
+            since.clear();
+        }
+        let fresh = since
+            .first()
+            .is_none_or(|k| k.captured.elapsed() < START_FROM_LAST_KEYFRAME);
+        if !fresh {
+            // Too old to start anyone from: free it (and stop collecting until the next IDR).
+            since.clear();
+        } else if frame.keyframe || !since.is_empty() {
+            since.push(frame.clone());
+        }
         // Err only means nobody is subscribed right now.
-        let _ = self.shared.tx.send(Arc::new(frame));
+        let _ = self.shared.tx.send(frame);
     }
 
     /// Whether anyone is subscribed.
@@ -124,6 +153,20 @@ impl Feed {
     /// A receiver of every frame from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaFrame>> {
         self.shared.tx.subscribe()
+    }
+
+    /// For a joining viewer: a receiver of every frame from now on and, when the last
+    /// keyframe is younger than [`START_FROM_LAST_KEYFRAME`], that keyframe and every frame
+    /// since, to send before them (empty otherwise: ask for a keyframe).
+    pub fn subscribe_from_keyframe(
+        &self,
+    ) -> (Vec<Arc<MediaFrame>>, broadcast::Receiver<Arc<MediaFrame>>) {
+        let since = lock(&self.shared.since_keyframe);
+        let frames = self.shared.tx.subscribe();
+        let fresh = since
+            .first()
+            .is_some_and(|k| k.captured.elapsed() < START_FROM_LAST_KEYFRAME);
+        (if fresh { since.clone() } else { Vec::new() }, frames)
     }
 
     /// Asks for an IDR soon. Requests are merged and rate-limited by the pipeline.
@@ -191,8 +234,16 @@ pub async fn send(
         up = ice_up.wait_for(|up| *up) => if up.is_err() { return },
     }
     tracing::debug!("ICE connected {:?} after the offer", since.elapsed());
-    let mut frames = feed.subscribe();
-    feed.request_keyframe();
+    // Within the keyframe rate limit a new IDR could be 200 ms away; a recent one, with the
+    // frames since, starts this viewer at once and costs no encode.
+    let (backlog, mut frames) = feed.subscribe_from_keyframe();
+    let replaying = !backlog.is_empty();
+    if replaying {
+        metrics::counter!("whepcast_keyframes_replayed_total").increment(1);
+    } else {
+        feed.request_keyframe();
+    }
+    let mut backlog = backlog.into_iter();
     let bytes_sent = metrics::counter!("whepcast_bytes_sent_total");
     let packets_sent = metrics::counter!("whepcast_packets_sent_total");
     tokio::select! {
@@ -204,9 +255,12 @@ pub async fn send(
     // A decoder can only start at an IDR; until one arrives, P-frames are useless to it.
     let mut need_keyframe = true;
     loop {
-        let frame = tokio::select! {
-            _ = cancel.cancelled() => return,
-            f = frames.recv() => f,
+        let frame = match backlog.next() {
+            Some(f) => Ok(f),
+            None => tokio::select! {
+                _ = cancel.cancelled() => return,
+                f = frames.recv() => f,
+            },
         };
         let frame = match frame {
             Ok(f) => f,
@@ -225,9 +279,10 @@ pub async fn send(
             }
             need_keyframe = false;
             tracing::debug!(
-                "keyframe {} going out {:?} after the offer",
+                "keyframe {} going out {:?} after the offer{}",
                 frame.number,
-                since.elapsed()
+                since.elapsed(),
+                if replaying { " (replayed)" } else { "" }
             );
         }
         for (i, shared) in frame.packets.iter().enumerate() {
@@ -264,6 +319,10 @@ pub async fn send(
             packets_sent.increment(1);
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Milliseconds since the Unix epoch, with sub-millisecond precision.
@@ -303,5 +362,46 @@ impl Packetizer {
                 payload,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(number: u64, keyframe: bool, age: Duration) -> MediaFrame {
+        MediaFrame {
+            number,
+            keyframe,
+            captured: Instant::now() - age,
+            packets: Vec::new(),
+            meta: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_joiner_starts_from_a_recent_keyframe_and_misses_nothing_after_it() {
+        let (publisher, feed) = channel();
+        let _watcher = feed.subscribe();
+        // Nothing before the first keyframe is kept: no decoder could start there.
+        publisher.publish(frame(1, false, Duration::ZERO));
+        publisher.publish(frame(2, true, Duration::from_millis(60)));
+        publisher.publish(frame(3, false, Duration::from_millis(30)));
+        let (backlog, mut live) = feed.subscribe_from_keyframe();
+        let numbers: Vec<u64> = backlog.iter().map(|f| f.number).collect();
+        assert_eq!(numbers, [2, 3]);
+        publisher.publish(frame(4, false, Duration::ZERO));
+        assert_eq!(live.try_recv().map(|f| f.number).ok(), Some(4));
+    }
+
+    #[test]
+    fn a_keyframe_older_than_the_window_is_not_replayed_nor_kept() {
+        let (publisher, feed) = channel();
+        let old = START_FROM_LAST_KEYFRAME + Duration::from_millis(1);
+        publisher.publish(frame(1, true, old));
+        let (backlog, _live) = feed.subscribe_from_keyframe();
+        assert!(backlog.is_empty());
+        publisher.publish(frame(2, false, Duration::ZERO));
+        assert!(lock(&feed.shared.since_keyframe).is_empty());
     }
 }

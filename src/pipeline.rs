@@ -8,7 +8,8 @@
 //! When encoding falls behind the clock, frame slots are dropped rather than queued (latency
 //! never grows). With no viewers at all the pipeline keeps time but neither draws nor
 //! encodes. Keyframes: every `keyint` seconds, for a viewer that joins or asks (merged,
-//! at most one per [`MIN_FORCED_IDR_GAP`]), and after a pause.
+//! at most one per [`fanout::MIN_FORCED_IDR_GAP`]; a joiner inside that gap starts from the
+//! last IDR instead), and after a pause.
 
 use crate::config::{EncodeSettings, Size};
 use crate::encode::{self, EncodeError, Encoder};
@@ -20,8 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
-/// At most one forced IDR per this long, however many viewers join or ask.
-pub const MIN_FORCED_IDR_GAP: Duration = Duration::from_millis(200);
+
 /// With an unchanging source, still encode a frame this often.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// H.264 over RTP always uses a 90 kHz clock.
@@ -632,7 +632,7 @@ impl EncodeStage {
             self.last_key = Some(Instant::now());
         } else if self
             .last_key
-            .is_none_or(|t| t.elapsed() >= MIN_FORCED_IDR_GAP)
+            .is_none_or(|t| t.elapsed() >= fanout::MIN_FORCED_IDR_GAP)
             && self.shared.publisher.take_keyframe_request()
         {
             self.encoder.force_keyframe();

@@ -298,7 +298,7 @@ pub(crate) fn draw_text(frame: &mut I420Frame, x: u32, y: u32, scale: u32, text:
 /// 72 blocks, most significant bit first: 24 bits frame number, 40 bits Unix time in
 /// milliseconds (mod 2^40), 8 bits checksum (0xA5 plus the 8 payload bytes, so a flat
 /// picture, all blocks black or all white, never reads as valid).
-/// `web/index.html` reads the same layout.
+/// `web/barcode.js` reads the same layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Barcode {
     pub left: u32,
