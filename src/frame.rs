@@ -13,8 +13,8 @@ use crate::config::Size;
 pub enum FrameError {
     #[error("colour conversion failed: {0}")]
     Convert(#[source] yuv::YuvError),
-    #[error("{0}")]
-    NotEvenInside(String),
+    #[error("{rect:?} is not an even rectangle inside {size}")]
+    NotEvenInside { rect: Rect, size: Size },
     #[error("pixel buffer too small: {got} bytes for {size} with stride {stride}, need {need}")]
     BufferTooSmall {
         got: usize,
@@ -226,10 +226,10 @@ impl I420Frame {
         rect: Rect,
     ) -> Result<(), FrameError> {
         if rect.to_even(self.size) != Some(rect) {
-            return Err(FrameError::NotEvenInside(format!(
-                "{rect:?} is not an even rectangle inside {}",
-                self.size
-            )));
+            return Err(FrameError::NotEvenInside {
+                rect,
+                size: self.size,
+            });
         }
         self.fits(
             pixels,

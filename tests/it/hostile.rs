@@ -211,14 +211,7 @@ async fn mutated_offers_get_4xx_or_a_session_and_leave_nothing_behind() {
         counts.keys().any(|s| *s >= 400),
         "some mutations were refused"
     );
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            server.active_sessions().await == 1
-        })
-        .await,
-        "sessions left behind: {}",
-        server.active_sessions().await
-    );
+    server.wait_for_sessions(1).await;
     watching
         .wait_for_more("video through it all", |d| d.frames as usize, 10)
         .await;

@@ -5,7 +5,6 @@
 
 use crate::support::*;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// POSTs `sdp` to `url` `n` times at once; counts the answers by status (checking every
 /// `503` says to retry) and returns the sessions made.
@@ -45,14 +44,7 @@ async fn delete_all(server: &TestServer, sessions: &[String]) {
         let res = client.delete(server.url(s)).send().await.unwrap();
         assert_eq!(res.status(), 200, "DELETE {s}");
     }
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            server.active_sessions().await == 0
-        })
-        .await,
-        "sessions left behind: {}",
-        server.api().await
-    );
+    server.wait_for_sessions(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,19 @@ impl TestServer {
         self.api().await["sessions"]["active"].as_u64().unwrap()
     }
 
+    /// Waits until the server has `n` active sessions; fails after 5 s showing the API.
+    pub async fn wait_for_sessions(&self, n: u64) {
+        let reached = eventually(Duration::from_secs(5), || async {
+            self.active_sessions().await == n
+        })
+        .await;
+        assert!(
+            reached,
+            "sessions left behind (want {n}): {}",
+            self.api().await
+        );
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
