@@ -20,6 +20,22 @@
 //! this machine can resolve. An argument runs only the rows whose "content size" has it
 //! (`cargo bench --bench encoder -- 1080`).
 
+/// The server's allocator (src/main.rs): where OpenH264's buffers land changes its speed by up
+/// to ~8 % (with glibc's defaults, big buffers freed earlier in this process moved later ones
+/// off mmap, and the pipeline's encoder came out slower than bare for it).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The server's jemalloc settings too (src/main.rs): when freed pages go back to the OS.
+#[export_name = "malloc_conf"]
+static MALLOC_CONF: MallocConf =
+    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+// SAFETY: it points at a constant string that nothing writes.
+unsafe impl Sync for MallocConf {}
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -493,10 +509,6 @@ fn psnr_y(src: &I420Frame, dec: &openh264::decoder::DecodedYUV<'_>) -> f64 {
 }
 
 fn main() {
-    // The server's allocator settings: where OpenH264's buffers land changes its speed by
-    // up to ~8 % (with glibc's defaults, big buffers freed earlier in this process move
-    // later ones off mmap, and the pipeline's encoder came out slower than bare for it).
-    whepcast::server::tune_allocator();
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!("| content | size | bare openh264 fps | whepcast pipeline fps | ratio of bests | ratio within a round (median) | encode ms/frame bare / in pipeline | PSNR-Y dB at 2.5 Mbit/s |");
     println!("|---|---|---|---|---|---|---|---|");

@@ -7,6 +7,25 @@ use whepcast::rtc::{PortPool, RtcConfig};
 use whepcast::server::{ServeConfig, Server, StreamConfig};
 use whepcast::source::{OpenOptions, PixelFormat, SourceSpec};
 
+/// jemalloc for everything, Rust and C/C++ alike (its `malloc` replaces glibc's): viewers come
+/// and go, and glibc kept their freed memory resident unless tuned three ways (BENCHMARKS.md,
+/// session churn).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts: a background thread returns freed pages to the
+/// OS a second after they are freed (without it, an idle server kept them). `MALLOC_CONF` in
+/// the environment overrides them.
+#[export_name = "malloc_conf"]
+static MALLOC_CONF: MallocConf =
+    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// A C string pointer jemalloc can read as `const char *malloc_conf`.
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+// SAFETY: it points at a constant string that nothing writes.
+unsafe impl Sync for MallocConf {}
+
 /// Broadcast a screen or generated frames to browsers over WebRTC (WHEP), encoding H.264 once.
 #[derive(Parser)]
 #[command(version, about, propagate_version = true)]
@@ -133,45 +152,7 @@ struct ServeArgs {
     udp_ports: Option<String>,
 }
 
-/// What remains after that is glibc's per-thread cache (tcache: up to 7 freed chunks per size
-/// class and thread, which `malloc_trim` cannot release): chunks of closed sessions held by
-/// the runtime's threads pin ~1.8 MB of pages. One chunk per class instead of 7 gives that back
-/// (+10.7 % -> +3.9 % after churn) for ~3 % of a core at 300 viewers; none at all would cost
-/// ~9 %. glibc reads this only at startup (a tunable, no `mallopt`), so the binary re-executes
-/// itself once with it set, unless `GLIBC_TUNABLES` already says otherwise.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_thread_cache() {
-    use std::os::unix::process::CommandExt;
-    const TUNABLE: &str = "glibc.malloc.tcache_count";
-    let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    if current.contains(TUNABLE) {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let tunables = if current.is_empty() {
-        format!("{TUNABLE}=1")
-    } else {
-        format!("{current}:{TUNABLE}=1")
-    };
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
-    // Only returns on failure; then run as we are.
-    let err = std::process::Command::new(&exe)
-        .arg0(arg0)
-        .args(args)
-        .env("GLIBC_TUNABLES", tunables)
-        .exec();
-    eprintln!("note: running without the thread-cache limit ({err})");
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_thread_cache() {}
-
 fn main() -> std::process::ExitCode {
-    limit_thread_cache();
-    whepcast::server::tune_allocator();
     whepcast::server::raise_fd_limit();
     tracing_subscriber::fmt()
         .with_env_filter(

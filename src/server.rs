@@ -55,20 +55,6 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
-/// glibc gives each thread its own arena and raises its mmap threshold after big frees, so a
-/// server whose viewers come and go keeps their freed buffers resident. Two arenas and a fixed
-/// 64 KiB threshold (big session buffers are mmapped and truly freed) bring RSS back close to
-/// where it started after churn (BENCHMARKS.md, session churn). Call it first thing, before
-/// any thread starts (the binary does; benchmarks do, to measure what the binary runs).
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-    }
-}
-
 /// Raises the soft limit on open files to the hard one (many systems start programs at
 /// 1024 while allowing far more): each viewer holds sockets, and the limit decides how many
 /// viewers fit ([`session_capacity`]). Call it at start, as the binary does.

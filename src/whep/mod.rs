@@ -28,7 +28,7 @@ use crate::fanout::{self, Feed};
 use crate::rtc::{self, OfferError, PortLease, RtcConfig, RtcError};
 use crate::shutdown::Shutdown;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -477,7 +477,6 @@ impl Sessions {
             "viewer left after {:.1}s ({reason}); {left} watching {}",
             session.created.elapsed().as_secs_f32(), session.stream.name
         );
-        release_memory_soon();
         true
     }
 
@@ -742,26 +741,6 @@ impl PeerConnectionEventHandler for Handler {
         // Only the first is served; later ones are dropped here.
         let _ = self.channel_tx.try_send(channel);
     }
-}
-
-/// A closed session's buffers (jitter and NACK histories, SCTP, DTLS) go back to glibc's
-/// arenas, which keep them resident (BENCHMARKS.md, session churn).
-/// Shortly after sessions close (their tasks end moments later), hand the free pages back to
-/// the OS. Coalesced: at most one trim per second, each well under a millisecond.
-fn release_memory_soon() {
-    static PENDING: AtomicBool = AtomicBool::new(false);
-    if PENDING.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    tokio::spawn(async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        PENDING.store(false, Ordering::Release);
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns the allocator's own free pages to the kernel.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    });
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

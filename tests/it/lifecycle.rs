@@ -167,30 +167,28 @@ async fn overload_drops_frames_keeps_latency_bounded_and_says_so() {
     stop(child);
 }
 
-/// The binary limits glibc's per-thread cache (so memory freed by closed sessions goes back to
-/// the OS) by re-executing itself with the tunable, and leaves a user's own setting alone.
+/// The binary allocates with jemalloc, configured to return freed memory to the OS from its
+/// background thread: closed sessions' memory goes back without the server doing anything.
 #[test]
-fn the_server_runs_with_a_small_thread_cache_unless_told_otherwise() {
-    let tunables = |pid: u32| {
-        std::fs::read(format!("/proc/{pid}/environ"))
+fn the_server_returns_freed_memory_from_jemallocs_background_thread() {
+    let (server, base) = spawn_serve(&["--size", "320x240"], &[], std::process::Stdio::null());
+    let pid = server.0.id();
+    let names = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
-            .split(|b| *b == 0)
-            .find_map(|kv| kv.strip_prefix(b"GLIBC_TUNABLES=").map(<[u8]>::to_vec))
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect()
     };
-    let (server, _) = spawn_serve(&["--size", "320x240"], &[], std::process::Stdio::null());
-    assert_eq!(
-        tunables(server.0.id()).as_deref(),
-        Some("glibc.malloc.tcache_count=1")
-    );
-    stop(server);
-
-    let mine = "glibc.malloc.tcache_count=5";
-    let (server, _) = spawn_serve(
-        &["--size", "320x240"],
-        &[("GLIBC_TUNABLES", mine)],
-        std::process::Stdio::null(),
-    );
-    assert_eq!(tunables(server.0.id()).as_deref(), Some(mine));
+    // jemalloc starts its background threads as arenas are first used.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !names().iter().any(|n| n == "jemalloc_bg_thd") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no jemalloc background thread in {:?} ({base})",
+            names()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     stop(server);
 }
