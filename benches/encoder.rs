@@ -20,21 +20,10 @@
 //! this machine can resolve. An argument runs only the rows whose "content size" has it
 //! (`cargo bench --bench encoder -- 1080`).
 
-/// The server's allocator (src/main.rs): where OpenH264's buffers land changes its speed by up
-/// to ~8 % (with glibc's defaults, big buffers freed earlier in this process moved later ones
-/// off mmap, and the pipeline's encoder came out slower than bare for it).
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// The server's jemalloc settings too (src/main.rs): when freed pages go back to the OS.
-#[export_name = "malloc_conf"]
-static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
-
-#[repr(transparent)]
-struct MallocConf(*const std::ffi::c_char);
-// SAFETY: it points at a constant string that nothing writes.
-unsafe impl Sync for MallocConf {}
+// The server's allocator: where OpenH264's buffers land changes its speed by up to ~8 % (with
+// glibc's defaults, big buffers freed earlier in this process moved later ones off mmap, and
+// the pipeline's encoder came out slower than bare for it).
+whepcast::use_jemalloc!();
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

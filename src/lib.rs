@@ -52,3 +52,28 @@ pub mod whep;
 mod broadcaster;
 
 pub use broadcaster::{Broadcaster, BroadcasterBuilder};
+
+/// Makes jemalloc the program's allocator, for Rust and C/C++ alike (its `malloc` replaces
+/// glibc's, so OpenH264 uses it too), with the server's settings: a background thread returns
+/// freed pages to the OS a second after they are freed (viewers come and go; without it an
+/// idle server kept their memory; BENCHMARKS.md, one allocator). `MALLOC_CONF` in the
+/// environment overrides the settings. Use it once, in a binary (the `whepcast` binary and
+/// the encoder bench do, so the bench measures what the server runs).
+#[macro_export]
+macro_rules! use_jemalloc {
+    () => {
+        #[global_allocator]
+        static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+        /// jemalloc's settings, read when it starts.
+        #[export_name = "malloc_conf"]
+        static MALLOC_CONF: MallocConf =
+            MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+        /// A C string pointer jemalloc can read as `const char *malloc_conf`.
+        #[repr(transparent)]
+        struct MallocConf(*const std::ffi::c_char);
+        // SAFETY: it points at a constant string that nothing writes.
+        unsafe impl Sync for MallocConf {}
+    };
+}

@@ -7,24 +7,8 @@ use whepcast::rtc::{PortPool, RtcConfig};
 use whepcast::server::{ServeConfig, Server, StreamConfig};
 use whepcast::source::{OpenOptions, PixelFormat, SourceSpec};
 
-/// jemalloc for everything, Rust and C/C++ alike (its `malloc` replaces glibc's): viewers come
-/// and go, and glibc kept their freed memory resident unless tuned three ways (BENCHMARKS.md,
-/// session churn).
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings, read when it starts: a background thread returns freed pages to the
-/// OS a second after they are freed (without it, an idle server kept them). `MALLOC_CONF` in
-/// the environment overrides them.
-#[export_name = "malloc_conf"]
-static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
-
-/// A C string pointer jemalloc can read as `const char *malloc_conf`.
-#[repr(transparent)]
-struct MallocConf(*const std::ffi::c_char);
-// SAFETY: it points at a constant string that nothing writes.
-unsafe impl Sync for MallocConf {}
+// jemalloc for everything, with its purge thread (see `whepcast::use_jemalloc!`).
+whepcast::use_jemalloc!();
 
 /// Broadcast a screen or generated frames to browsers over WebRTC (WHEP), encoding H.264 once.
 #[derive(Parser)]
