@@ -42,6 +42,12 @@ pub enum ConfigError {
     FpsOutOfRange(u32),
     #[error("--keyint {0} is out of range; use seconds between 0.1 and 600")]
     KeyintOutOfRange(f32),
+    #[error("'{0}' is not a rendition; write WIDTHxHEIGHT@RATE, e.g. 640x360@700k")]
+    NotARung(String),
+    #[error("the ladder '{0}' is empty or has more than {max} renditions; write e.g. 1280x720@2500k,640x360@700k, or none", max = Ladder::MAX_RUNGS)]
+    LadderLength(String),
+    #[error("the ladder has two renditions at {0}; give each a different bit rate")]
+    LadderDuplicate(Bitrate),
 }
 
 impl Size {
@@ -138,6 +144,126 @@ impl fmt::Display for Bitrate {
     }
 }
 
+/// How a rendition's picture size follows the source's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RungSize {
+    /// The source's size divided by this (1 = the source's own size), rounded down to even.
+    Fraction(u32),
+    /// Always this size, whatever the source's.
+    Fixed(Size),
+}
+
+/// One rendition of a stream: a picture size and the bit rate it is encoded at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rung {
+    pub size: RungSize,
+    pub bitrate: Bitrate,
+}
+
+impl Rung {
+    /// The picture size for a source of `source` size.
+    pub fn size_for(&self, source: Size) -> Size {
+        match self.size {
+            RungSize::Fixed(s) => s,
+            RungSize::Fraction(d) => {
+                let side = |v: u32| ((v / d.max(1)) & !1).max(Size::MIN);
+                Size {
+                    width: side(source.width),
+                    height: side(source.height),
+                }
+            }
+        }
+    }
+}
+
+impl FromStr for Rung {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (size, rate) = s
+            .trim()
+            .split_once('@')
+            .ok_or_else(|| ConfigError::NotARung(s.to_owned()))?;
+        Ok(Rung {
+            size: RungSize::Fixed(size.parse()?),
+            bitrate: rate.parse()?,
+        })
+    }
+}
+
+/// The renditions a stream is encoded in, best first. Viewers move between them as their
+/// links allow; each is encoded once for everyone who receives it, and not at all while
+/// nobody does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Ladder {
+    /// The source's size at the stream's bit rate B, then half the size at about B/4 and a
+    /// quarter at about B/12 (fewer for small streams: no rendition under 90 lines).
+    #[default]
+    Auto,
+    /// Only the source's size at the stream's bit rate (`--ladder none`).
+    Single,
+    /// These renditions (`--ladder 1280x720@2500k,640x360@700k`).
+    Fixed(Vec<Rung>),
+}
+
+impl Ladder {
+    /// Most renditions a ladder may have.
+    pub const MAX_RUNGS: usize = 6;
+    /// Lines below which [`Ladder::Auto`] adds no rendition.
+    const MIN_AUTO_HEIGHT: u32 = 90;
+
+    /// The renditions for a source of `size` encoded at `bitrate`, highest bit rate first.
+    pub fn rungs(&self, size: Size, bitrate: Bitrate) -> Vec<Rung> {
+        let top = Rung {
+            size: RungSize::Fraction(1),
+            bitrate,
+        };
+        match self {
+            Ladder::Single => vec![top],
+            Ladder::Fixed(rungs) => rungs.clone(),
+            Ladder::Auto => {
+                let mut rungs = vec![top];
+                for (divisor, rate_divisor) in [(2, 4), (4, 12)] {
+                    if size.height / divisor < Self::MIN_AUTO_HEIGHT {
+                        break;
+                    }
+                    // Rounded to whole kbit/s, and never under what the encoder takes.
+                    let bps = (bitrate.bps() / rate_divisor / 1000 * 1000).max(10_000);
+                    rungs.push(Rung {
+                        size: RungSize::Fraction(divisor),
+                        bitrate: Bitrate(bps),
+                    });
+                }
+                rungs
+            }
+        }
+    }
+}
+
+impl FromStr for Ladder {
+    type Err = ConfigError;
+    /// `auto`, `none`, or renditions separated by `,` (or `/`, inside `--stream`).
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "auto" | "" => return Ok(Ladder::Auto),
+            "none" | "single" | "off" => return Ok(Ladder::Single),
+            _ => {}
+        }
+        let mut rungs = s
+            .split([',', '/'])
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<Rung>, _>>()?;
+        if rungs.is_empty() || rungs.len() > Self::MAX_RUNGS {
+            return Err(ConfigError::LadderLength(s.to_owned()));
+        }
+        rungs.sort_by_key(|r| std::cmp::Reverse(r.bitrate.bps()));
+        if let Some(w) = rungs.windows(2).find(|w| w[0].bitrate == w[1].bitrate) {
+            return Err(ConfigError::LadderDuplicate(w[0].bitrate));
+        }
+        Ok(Ladder::Fixed(rungs))
+    }
+}
+
 /// Everything the encoder stage needs to know about one stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EncodeSettings {
@@ -207,5 +333,45 @@ mod tests {
         assert!("fast".parse::<Bitrate>().is_err());
         assert!("1".parse::<Bitrate>().is_err());
         assert_eq!(Bitrate(2_500_000).to_string(), "2500k");
+    }
+
+    #[test]
+    fn the_default_ladder_halves_and_quarters_the_picture_and_stops_for_small_ones() {
+        let hd = Size::new(1280, 720).unwrap();
+        let rungs = Ladder::Auto.rungs(hd, Bitrate(2_500_000));
+        let got: Vec<(Size, u32)> = rungs.iter().map(|r| (r.size_for(hd), r.bitrate.bps())).collect();
+        assert_eq!(
+            got,
+            [
+                (hd, 2_500_000),
+                (Size::new(640, 360).unwrap(), 625_000),
+                (Size::new(320, 180).unwrap(), 208_000)
+            ]
+        );
+        let small = Size::new(320, 240).unwrap();
+        assert_eq!(Ladder::Auto.rungs(small, Bitrate(500_000)).len(), 2);
+        assert_eq!(Ladder::Auto.rungs(Size::new(160, 120).unwrap(), Bitrate(500_000)).len(), 1);
+        // Odd halves are rounded down to even.
+        let odd = Size::new(1366, 766).unwrap();
+        assert_eq!(Rung { size: RungSize::Fraction(2), bitrate: Bitrate(1000) }.size_for(odd), Size::new(682, 382).unwrap());
+        assert_eq!(Ladder::Single.rungs(hd, Bitrate(2_500_000)).len(), 1);
+    }
+
+    #[test]
+    fn ladders_parse_sorted_and_refuse_what_cannot_be_encoded() {
+        let l: Ladder = "640x360@700k,1280x720@2500k/320x180@200k".parse().unwrap();
+        let Ladder::Fixed(rungs) = l else { panic!("fixed") };
+        let rates: Vec<u32> = rungs.iter().map(|r| r.bitrate.bps()).collect();
+        assert_eq!(rates, [2_500_000, 700_000, 200_000]);
+        assert_eq!("none".parse::<Ladder>().unwrap(), Ladder::Single);
+        assert_eq!("auto".parse::<Ladder>().unwrap(), Ladder::Auto);
+        for bad in ["640x360", "641x360@700k", "640x360@fast", "a@b", "640x360@1k"] {
+            let e = bad.parse::<Ladder>().unwrap_err();
+            assert!(!e.to_string().is_empty(), "{bad}");
+        }
+        let dup = "640x360@700k,320x180@700k".parse::<Ladder>().unwrap_err();
+        assert!(dup.to_string().contains("700k"), "{dup}");
+        let many = vec!["160x90@100k"; 7].join(",");
+        assert!(matches!(many.parse::<Ladder>(), Err(ConfigError::LadderLength(_))));
     }
 }

@@ -16,9 +16,9 @@
 //! decides status codes and messages (plain text that says what to fix).
 
 use crate::pipeline;
-use crate::whep::{sdpfrag, Patched, Sessions, WhepError};
+use crate::whep::{self, sdpfrag, Patched, Sessions, WhepError};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
@@ -178,9 +178,31 @@ where
     axum::routing::post(post).fallback(|| async { HttpError::MethodNotAllowed(ENDPOINT_ALLOW) })
 }
 
+/// What a WHEP client may ask for in the query of its `POST`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct WhepQuery {
+    /// `640x360`, `700k` or an index (0 = best); `auto` (the default) follows the link.
+    rendition: Option<String>,
+    /// Never above this rate: `800k`.
+    max_bitrate: Option<String>,
+    /// `1`/`true`: keep `rendition` even when the link cannot carry it.
+    insist: Option<String>,
+}
+
+impl From<WhepQuery> for whep::Wishes {
+    fn from(q: WhepQuery) -> Self {
+        whep::Wishes {
+            rendition: q.rendition,
+            max_bitrate: q.max_bitrate,
+            insist: q.insist.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
+        }
+    }
+}
+
 /// `POST /whep`: the first (default) stream.
 async fn post_default(
     State(state): State<AppState>,
+    Query(query): Query<WhepQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
@@ -190,17 +212,18 @@ async fn post_default(
         .first()
         .map(|s| s.name.clone())
         .unwrap_or_default();
-    create_session(state, name, headers, body).await
+    create_session(state, name, query.into(), headers, body).await
 }
 
 /// `POST /whep/{stream}`.
 async fn post_named(
     State(state): State<AppState>,
     Path(stream): Path<String>,
+    Query(query): Query<WhepQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    create_session(state, stream, headers, body).await
+    create_session(state, stream, query.into(), headers, body).await
 }
 
 async fn viewer_page() -> impl IntoResponse {
@@ -320,6 +343,7 @@ pub(crate) fn same_origin_or_none(headers: &HeaderMap) -> bool {
 async fn create_session(
     state: AppState,
     stream: String,
+    wishes: whep::Wishes,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
@@ -327,7 +351,7 @@ async fn create_session(
     let offer = read_body(&headers, body, MAX_OFFER_BYTES).await?;
     let offer = String::from_utf8(offer.to_vec())
         .map_err(|_| HttpError::BadRequest("the SDP offer is not UTF-8 text".into()))?;
-    let answer = state.sessions.create(&stream, offer).await?;
+    let answer = state.sessions.create(&stream, offer, &wishes).await?;
     let location = format!("/whep/session/{}", answer.session_id);
     let mut response = (StatusCode::CREATED, answer.sdp).into_response();
     let h = response.headers_mut();
@@ -476,6 +500,21 @@ async fn streams_json(State(state): State<AppState>) -> impl IntoResponse {
                 "load": st.load_permille.load(Ordering::Relaxed) as f64 / 1000.0,
                 "overloaded": st.overloaded.load(Ordering::Relaxed),
                 "uptime_seconds": p.uptime().as_secs_f64(),
+                "renditions": p.renditions().map(|r| {
+                    let s = r.stats;
+                    serde_json::json!({
+                        "index": r.index,
+                        "name": r.feed.label(),
+                        "size": r.feed.size().to_string(),
+                        "bitrate": r.feed.bitrate(),
+                        "viewers": r.feed.viewers(),
+                        "frames_encoded": s.frames_encoded.load(Ordering::Relaxed),
+                        "keyframes": s.keyframes.load(Ordering::Relaxed),
+                        "bytes_encoded": s.bytes_encoded.load(Ordering::Relaxed),
+                        "busy_seconds": s.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                    })
+                }).collect::<Vec<_>>(),
+                "viewer_links": state.sessions.viewers(p.name()),
             })
         })
         .collect();

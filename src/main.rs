@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
-use whepcast::config::{Bitrate, EncodeSettings, Size};
+use whepcast::config::{Bitrate, EncodeSettings, Ladder, Size};
 use whepcast::rtc::{PortPool, RtcConfig};
 use whepcast::server::{ServeConfig, Server, StreamConfig};
 use whepcast::source::{OpenOptions, PixelFormat, SourceSpec};
@@ -77,7 +77,8 @@ struct ServeArgs {
     #[arg(long, env = "WHEPCAST_SOURCE", default_value = "pattern")]
     source: SourceSpec,
     /// More streams, each at /whep/NAME and /view/NAME:
-    /// NAME=SOURCE[,size=WxH][,fps=N][,bitrate=RATE][,keyint=S]. Repeatable (env: separate
+    /// NAME=SOURCE[,size=WxH][,fps=N][,bitrate=RATE][,keyint=S][,ladder=WxH@RATE/WxH@RATE|none].
+    /// Repeatable (env: separate
     /// with ';'). When given, --source is not served unless also named here.
     #[arg(long = "stream", env = "WHEPCAST_STREAMS", value_delimiter = ';')]
     streams: Vec<StreamArg>,
@@ -102,6 +103,12 @@ struct ServeArgs {
     /// Seconds between periodic keyframes (viewers also get one when they join).
     #[arg(long, env = "WHEPCAST_KEYINT", default_value_t = 2.0)]
     keyint: f32,
+    /// Renditions viewers move between as their links allow: `auto` (the stream's size at
+    /// --bitrate B, half the size at B/4, a quarter at B/12), `none` (one rendition), or a
+    /// list such as 1280x720@2500k,640x360@700k,320x180@200k. Each is encoded only while
+    /// someone receives it.
+    #[arg(long, env = "WHEPCAST_LADDER", default_value = "auto")]
+    ladder: Ladder,
     /// Require `Authorization: Bearer TOKEN` on WHEP and API requests. Prefer the
     /// environment variable: command lines are visible to other users.
     #[arg(long, env = "WHEPCAST_TOKEN", hide_env_values = true)]
@@ -273,6 +280,7 @@ struct StreamArg {
     fps: Option<u32>,
     bitrate: Option<Bitrate>,
     keyint: Option<f32>,
+    ladder: Option<Ladder>,
 }
 
 impl std::str::FromStr for StreamArg {
@@ -300,6 +308,7 @@ impl std::str::FromStr for StreamArg {
             fps: None,
             bitrate: None,
             keyint: None,
+            ladder: None,
         };
         for kv in parts {
             let (k, v) = kv
@@ -312,9 +321,11 @@ impl std::str::FromStr for StreamArg {
                 "keyint" => {
                     arg.keyint = Some(v.parse().map_err(|_| format!("keyint={v}: not a number"))?)
                 }
+                // Renditions separated by '/' here: ',' separates the stream's settings.
+                "ladder" => arg.ladder = Some(v.parse().map_err(|e| format!("{e}"))?),
                 other => {
                     return Err(format!(
-                    "unknown setting '{other}' in --stream {name}; use size, fps, bitrate, keyint"
+                    "unknown setting '{other}' in --stream {name}; use size, fps, bitrate, keyint, ladder"
                 ))
                 }
             }
@@ -339,6 +350,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             fps: None,
             bitrate: None,
             keyint: None,
+            ladder: None,
         }]
     } else {
         args.streams.clone()
@@ -355,7 +367,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             size: s.size.or(args.size),
             pixel_format: Some(args.pixel_format),
         };
-        streams.push(StreamConfig::from_spec(s.name, s.source, opts, settings));
+        let mut stream = StreamConfig::from_spec(s.name, s.source, opts, settings);
+        stream.ladder = s.ladder.unwrap_or_else(|| args.ladder.clone());
+        streams.push(stream);
     }
     let mut rtc = RtcConfig::for_listen_ip(args.listen.ip());
     rtc.ice_servers =

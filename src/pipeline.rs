@@ -11,9 +11,9 @@
 //! at most one per [`fanout::MIN_FORCED_IDR_GAP`]; a joiner inside that gap starts from the
 //! last IDR instead), and after a pause.
 
-use crate::config::{EncodeSettings, Size};
+use crate::config::{EncodeSettings, Ladder, Rung, Size};
 use crate::encode::{self, EncodeError, Encoder};
-use crate::fanout::{self, Feed, MediaFrame, Packetizer, Publisher};
+use crate::fanout::{self, MediaFrame, Packetizer, Publisher, Renditions};
 use crate::frame::{Canvas, I420Frame};
 use crate::source::{Fill, FrameInfo, Source, SourceError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,10 +70,30 @@ impl Stats {
     }
 }
 
+/// Counters of one rendition.
+#[derive(Debug, Default)]
+pub struct RenditionStats {
+    pub frames_encoded: AtomicU64,
+    pub bytes_encoded: AtomicU64,
+    pub keyframes: AtomicU64,
+    /// Time spent scaling and encoding it, ns.
+    pub busy_ns: AtomicU64,
+}
+
+/// One rendition of a running stream, for the API and `/metrics`.
+pub struct RenditionStatus<'a> {
+    pub index: usize,
+    pub feed: &'a fanout::Feed,
+    pub stats: &'a RenditionStats,
+}
+
 struct Shared {
-    /// Where encoded frames go, and where keyframe requests come from.
-    publisher: Publisher,
-    feed: Feed,
+    /// Where each rendition's frames go, and where keyframe requests come from; best first.
+    publishers: Vec<Publisher>,
+    renditions: Renditions,
+    /// Per rendition, in the same order.
+    rendition_stats: Vec<RenditionStats>,
+    rungs: Vec<Rung>,
     name: String,
     /// What the frames come from, as the user wrote it (`pattern`, `screen:0`, ...).
     label: String,
@@ -87,6 +107,25 @@ struct Shared {
     stats: Stats,
     settings: EncodeSettings,
     started: Instant,
+}
+
+impl Shared {
+    /// Whether any rendition has a viewer.
+    fn watched(&self) -> bool {
+        self.publishers.iter().any(Publisher::watched)
+    }
+
+    /// Whether a viewer of any rendition waits for a keyframe.
+    fn keyframe_wanted(&self) -> bool {
+        self.publishers.iter().any(Publisher::keyframe_wanted)
+    }
+
+    /// No more frames: every rendition's viewers are told.
+    fn end(&self) {
+        for p in &self.publishers {
+            p.end();
+        }
+    }
 }
 
 /// A running stream: its pacing and encoding threads. Dropping it stops them.
@@ -145,6 +184,7 @@ impl Pipeline {
         label: impl Into<String>,
         open: OpenSource,
         settings: EncodeSettings,
+        ladder: &Ladder,
     ) -> Result<Self, StartError> {
         let encode_seconds =
             metrics::histogram!("whepcast_encode_seconds", "stream" => name.to_string());
@@ -171,13 +211,7 @@ impl Pipeline {
                 let Ok(shared) = shared_rx.recv() else {
                     return;
                 };
-                let stage = EncodeStage {
-                    shared: shared.clone(),
-                    encode_seconds,
-                    encoder,
-                    packetizer: Packetizer::default(),
-                    last_key: None,
-                };
+                let stage = EncodeStage::new(shared.clone(), encode_seconds, encoder);
                 Pacer {
                     shared,
                     source,
@@ -203,11 +237,18 @@ impl Pipeline {
                 return Err(StartError::ThreadDied);
             }
         };
-        let (publisher, feed) = fanout::channel();
-        publisher.wake_on_request(thread.thread().clone());
+        let rungs = ladder.rungs(settings.size, settings.bitrate);
+        let rates: Vec<u32> = rungs.iter().map(|r| r.bitrate.bps()).collect();
+        let (publishers, renditions) = fanout::ladder(&rates);
+        for (p, rung) in publishers.iter().zip(&rungs) {
+            p.wake_on_request(thread.thread().clone());
+            p.set_size(rung.size_for(settings.size));
+        }
         let shared = Arc::new(Shared {
-            publisher,
-            feed,
+            rendition_stats: publishers.iter().map(|_| RenditionStats::default()).collect(),
+            rungs,
+            publishers,
+            renditions,
             name: name.to_owned(),
             label: label.into(),
             encode_busy_ns: AtomicU64::new(0),
@@ -226,9 +267,9 @@ impl Pipeline {
         })
     }
 
-    /// The stream's fan-out, for viewers.
-    pub fn feed(&self) -> Feed {
-        self.shared.feed.clone()
+    /// The stream's renditions, best first, for viewers.
+    pub fn renditions(&self) -> Renditions {
+        self.shared.renditions.clone()
     }
 
     /// Settings, counters and health, for the API and `/metrics`.
@@ -288,7 +329,7 @@ impl Status {
 
     /// Whether the source has ended (end of input).
     pub fn is_ended(&self) -> bool {
-        self.shared.feed.is_ended()
+        self.shared.renditions.is_ended()
     }
 
     /// The stream's name.
@@ -299,6 +340,16 @@ impl Status {
     /// What the frames come from, as the user wrote it.
     pub fn label(&self) -> &str {
         &self.shared.label
+    }
+
+    /// The stream's renditions, best first, with their counters.
+    pub fn renditions(&self) -> impl Iterator<Item = RenditionStatus<'_>> {
+        self.shared
+            .renditions
+            .iter()
+            .zip(&self.shared.rendition_stats)
+            .enumerate()
+            .map(|(index, (feed, stats))| RenditionStatus { index, feed, stats })
     }
 
     /// Time since the pipeline started.
@@ -330,13 +381,25 @@ struct Job {
     resumed: bool,
 }
 
-/// The encoding half of the pipeline: encoder, packetizer and keyframe policy.
+/// The encoding half of the pipeline: per rendition a scaler, encoder, packetizer and
+/// keyframe policy.
 struct EncodeStage {
     shared: Arc<Shared>,
     encode_seconds: metrics::Histogram,
-    encoder: Encoder,
+    renditions: Vec<RenditionEncoder>,
+    resizer: fast_image_resize::Resizer,
+}
+
+/// One rendition's encoder state. Its encoder is made when a viewer first needs it.
+struct RenditionEncoder {
+    rung: Rung,
+    encoder: Option<Encoder>,
     packetizer: Packetizer,
+    /// The source picture scaled to this rendition's size (reused frame to frame).
+    scaled: Option<I420Frame>,
     last_key: Option<Instant>,
+    /// Whether it had a viewer at the last frame: one that gains one starts with an IDR.
+    watched: bool,
 }
 
 impl Pacer {
@@ -349,7 +412,7 @@ impl Pacer {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::error!("cannot start the encoding thread: {e}");
-                    self.shared.publisher.end();
+                    self.shared.end();
                     return;
                 }
             };
@@ -357,7 +420,7 @@ impl Pacer {
         // Frames already handed over are still encoded and sent before the stream ends.
         worker.finish();
         tracing::debug!("pipeline stopped after {} frames", self.frames_in);
-        self.shared.publisher.end();
+        self.shared.end();
     }
 
     /// Draws a picture per frame slot and hands it to `worker`, until the source ends or
@@ -377,7 +440,7 @@ impl Pacer {
         while !self.shared.stop.is_cancelled() {
             let now = Instant::now();
             if now < next_due {
-                if idle && self.shared.publisher.watched() {
+                if idle && self.shared.watched() {
                     // First viewer after a pause: its IDR now, not at the next tick.
                     next_due = now;
                 } else {
@@ -425,7 +488,7 @@ impl Pacer {
             }
 
             self.tick(start);
-            let watching = self.shared.publisher.watched();
+            let watching = self.shared.watched();
             if !watching && !self.source.drain_when_idle() {
                 // Nobody watching: keep time, spend nothing. The first viewer asks for an IDR.
                 idle = true;
@@ -464,7 +527,7 @@ impl Pacer {
                         // now and then keeps players from deciding the stream froze.
                         resumed
                             || fill == Fill::New
-                            || self.shared.publisher.keyframe_wanted()
+                            || self.shared.keyframe_wanted()
                             || last_encode.elapsed() >= HEARTBEAT
                     } else {
                         // Read only to keep the input flowing (a pipe must not stall its
@@ -611,90 +674,205 @@ enum Drawn {
 }
 
 impl EncodeStage {
-    /// Encodes one picture (an IDR if it was asked for), packetizes it once and sends it to
-    /// every viewer.
+    fn new(shared: Arc<Shared>, encode_seconds: metrics::Histogram, encoder: Encoder) -> Self {
+        let mut first = Some(encoder);
+        let renditions = shared
+            .rungs
+            .iter()
+            .map(|&rung| {
+                // The encoder made for the source fits the first rendition when that is the
+                // source's size at the stream's rate (the default ladder).
+                let encoder = first.take().filter(|e| {
+                    let s = e.settings();
+                    rung.size_for(s.size) == s.size && rung.bitrate == s.bitrate
+                });
+                RenditionEncoder {
+                    rung,
+                    encoder,
+                    packetizer: Packetizer::default(),
+                    scaled: None,
+                    last_key: None,
+                    watched: false,
+                }
+            })
+            .collect();
+        Self {
+            shared,
+            encode_seconds,
+            renditions,
+            resizer: fast_image_resize::Resizer::new(),
+        }
+    }
+
+    /// Encodes one picture in every rendition someone receives (an IDR where one was asked
+    /// for), packetizes each once and sends it to that rendition's viewers.
     fn process(&mut self, frame: &I420Frame, job: Job) {
         let busy = Instant::now();
-        if frame.size() != self.encoder.settings().size {
-            let mut settings = *self.encoder.settings();
-            settings.size = frame.size();
-            match Encoder::new(settings) {
-                Ok(e) => self.encoder = e,
-                Err(e) => {
-                    tracing::error!("cannot encode at {}: {e}", frame.size());
-                    return;
+        let stats = &self.shared.stats;
+        let mut encoded_any = false;
+        let mut keyframe_any = false;
+        for (i, r) in self.renditions.iter_mut().enumerate() {
+            let publisher = &self.shared.publishers[i];
+            if !publisher.watched() {
+                r.watched = false;
+                continue;
+            }
+            let started = Instant::now();
+            let size = r.rung.size_for(frame.size());
+            let picture = if size == frame.size() {
+                frame
+            } else {
+                match scale(&mut self.resizer, frame, r.scaled.get_or_insert_with(|| I420Frame::new(size)), size) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!("cannot scale to {size}: {e}");
+                        continue;
+                    }
+                }
+            };
+            if r.encoder.as_ref().is_none_or(|e| e.settings().size != size) {
+                let settings = EncodeSettings {
+                    size,
+                    bitrate: r.rung.bitrate,
+                    ..self.shared.settings
+                };
+                match Encoder::new(settings) {
+                    Ok(e) => r.encoder = Some(e),
+                    Err(e) => {
+                        tracing::error!("cannot encode at {size}: {e}");
+                        continue;
+                    }
                 }
             }
-        }
-        if job.resumed {
-            self.encoder.force_keyframe();
-            self.shared.publisher.keyframe_sent();
-            self.last_key = Some(Instant::now());
-        } else if self
-            .last_key
-            .is_none_or(|t| t.elapsed() >= fanout::MIN_FORCED_IDR_GAP)
-            && self.shared.publisher.take_keyframe_request()
-        {
-            self.encoder.force_keyframe();
-            self.shared
-                .stats
-                .forced_keyframes
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let media = match self.encode(frame, job.number, job.captured) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!("encoding frame {} failed: {e}", job.number);
-                return;
+            let Some(encoder) = r.encoder.as_mut() else {
+                continue;
+            };
+            if !std::mem::replace(&mut r.watched, true) || job.resumed {
+                // Its first viewer (after a pause) starts here.
+                encoder.force_keyframe();
+                publisher.keyframe_sent();
+                r.last_key = Some(Instant::now());
+            } else if r
+                .last_key
+                .is_none_or(|t| t.elapsed() >= fanout::MIN_FORCED_IDR_GAP)
+                && publisher.take_keyframe_request()
+            {
+                encoder.force_keyframe();
+                stats.forced_keyframes.fetch_add(1, Ordering::Relaxed);
             }
-        };
-        if media.keyframe {
-            tracing::debug!("keyframe {} took {:?}", job.number, busy.elapsed());
-            self.last_key = Some(job.captured);
-            // Everyone subscribed now gets this IDR; earlier requests are answered.
-            self.shared.publisher.keyframe_sent();
+            let media = match encode_one(
+                encoder,
+                &mut r.packetizer,
+                picture,
+                job.number,
+                job.captured,
+                self.shared.started,
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!("encoding frame {} at {size} failed: {e}", job.number);
+                    continue;
+                }
+            };
+            let own = &self.shared.rendition_stats[i];
+            own.frames_encoded.fetch_add(1, Ordering::Relaxed);
+            let bytes: u64 = media.packets.iter().map(|p| p.payload.len() as u64).sum();
+            own.bytes_encoded.fetch_add(bytes, Ordering::Relaxed);
+            stats.bytes_encoded.fetch_add(bytes, Ordering::Relaxed);
+            encoded_any = true;
+            if media.keyframe {
+                tracing::debug!("keyframe {} at {size} took {:?}", job.number, started.elapsed());
+                own.keyframes.fetch_add(1, Ordering::Relaxed);
+                keyframe_any = true;
+                r.last_key = Some(job.captured);
+                // Everyone subscribed now gets this IDR; earlier requests are answered.
+                publisher.keyframe_sent();
+            }
+            own.busy_ns
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            publisher.set_size(size);
+            publisher.publish(media);
+        }
+        if encoded_any {
+            stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+        }
+        if keyframe_any {
+            stats.keyframes.fetch_add(1, Ordering::Relaxed);
         }
         let took = busy.elapsed();
         self.shared
             .encode_busy_ns
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         self.encode_seconds.record(took.as_secs_f64());
-        self.shared.publisher.publish(media);
     }
+}
 
-    /// Encodes `frame` and packetizes it once.
-    fn encode(
-        &mut self,
-        frame: &I420Frame,
-        number: u64,
-        captured: Instant,
-    ) -> Result<MediaFrame, EncodeError> {
-        let start = self.shared.started;
-        let out = self.encoder.encode(frame)?;
-        let keyframe = out.keyframe;
-        let stats = &self.shared.stats;
-        stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
-        stats
-            .bytes_encoded
-            .fetch_add(out.annexb.len() as u64, Ordering::Relaxed);
-        if keyframe {
-            stats.keyframes.fetch_add(1, Ordering::Relaxed);
-        }
-        let timestamp = ((captured - start).as_micros() as u64 * RTP_CLOCK / 1_000_000) as u32;
-        let packets = self.packetizer.packetize(out.annexb, timestamp);
-        let captured_wall = SystemTime::now()
-            .checked_sub(captured.elapsed())
-            .unwrap_or_else(SystemTime::now);
-        let meta = format!(
-            "{{\"type\":\"frame\",\"n\":{number},\"rtp\":{timestamp},\"captured_ms\":{:.3},\"keyframe\":{keyframe}}}",
-            fanout::unix_ms(captured_wall)
-        );
-        Ok(MediaFrame {
-            number,
-            keyframe,
-            captured,
-            packets,
-            meta,
-        })
+/// Scales `src` into `dst` (made `size` if it is not), plane by plane, with a SIMD
+/// convolution (bilinear: smooth enough for 2x and 4x, and cheap).
+fn scale<'a>(
+    resizer: &mut fast_image_resize::Resizer,
+    src: &I420Frame,
+    dst: &'a mut I420Frame,
+    size: Size,
+) -> Result<&'a I420Frame, ScaleError> {
+    use fast_image_resize::{
+        images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions,
+    };
+    if dst.size() != size {
+        *dst = I420Frame::new(size);
     }
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    let (from, to) = (src.size(), size);
+    let (sy, su, sv) = src.planes();
+    let (dy, du, dv) = dst.planes_mut();
+    let planes = [
+        (sy, dy, from.width, from.height, to.width, to.height),
+        (su, du, from.width / 2, from.height / 2, to.width / 2, to.height / 2),
+        (sv, dv, from.width / 2, from.height / 2, to.width / 2, to.height / 2),
+    ];
+    for (s, d, sw, sh, dw, dh) in planes {
+        let from = ImageRef::new(sw, sh, s, PixelType::U8)?;
+        let mut to = Image::from_slice_u8(dw, dh, d, PixelType::U8)?;
+        resizer.resize(&from, &mut to, &options)?;
+    }
+    Ok(dst)
+}
+
+/// Why a picture could not be scaled (planes that do not match their size: a bug).
+#[derive(Debug, thiserror::Error)]
+enum ScaleError {
+    #[error(transparent)]
+    Buffer(#[from] fast_image_resize::ImageBufferError),
+    #[error(transparent)]
+    Resize(#[from] fast_image_resize::ResizeError),
+}
+
+/// Encodes `frame` and packetizes it once.
+fn encode_one(
+    encoder: &mut Encoder,
+    packetizer: &mut Packetizer,
+    frame: &I420Frame,
+    number: u64,
+    captured: Instant,
+    start: Instant,
+) -> Result<MediaFrame, EncodeError> {
+    let out = encoder.encode(frame)?;
+    let keyframe = out.keyframe;
+    // Every rendition stamps the same capture clock: a viewer can switch between them.
+    let timestamp = ((captured - start).as_micros() as u64 * RTP_CLOCK / 1_000_000) as u32;
+    let packets = packetizer.packetize(out.annexb, timestamp);
+    let captured_wall = SystemTime::now()
+        .checked_sub(captured.elapsed())
+        .unwrap_or_else(SystemTime::now);
+    let meta = format!(
+        "{{\"type\":\"frame\",\"n\":{number},\"rtp\":{timestamp},\"captured_ms\":{:.3},\"keyframe\":{keyframe}}}",
+        fanout::unix_ms(captured_wall)
+    );
+    Ok(MediaFrame {
+        number,
+        keyframe,
+        captured,
+        packets,
+        meta,
+    })
 }

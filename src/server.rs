@@ -1,7 +1,7 @@
 //! Wires the stages into a running server: start each stream's pipeline, bind HTTP, serve
 //! until told to stop, then close every session.
 
-use crate::config::EncodeSettings;
+use crate::config::{EncodeSettings, Ladder};
 use crate::http::{self, AppState};
 use crate::pipeline::{self, OpenSource, Pipeline, StartError};
 use crate::rtc::RtcConfig;
@@ -123,6 +123,8 @@ pub struct StreamConfig {
     pub open: OpenSource,
     /// Encoder settings; the size comes from the source.
     pub settings: EncodeSettings,
+    /// The renditions viewers choose from ([`Ladder::Auto`] unless set).
+    pub ladder: Ladder,
     /// Whether it shows a screen (which needs a token beyond loopback).
     pub shares_screen: bool,
 }
@@ -152,6 +154,7 @@ impl StreamConfig {
             shares_screen: matches!(spec, SourceSpec::Screen(_)),
             open: Box::new(move |stop| source::open(&spec, opts, stop)),
             settings,
+            ladder: Ladder::Auto,
         }
     }
 
@@ -166,6 +169,7 @@ impl StreamConfig {
             name: name.into(),
             label: label.into(),
             open: Box::new(move |_| Ok(Box::new(source) as Box<dyn Source>)),
+            ladder: Ladder::Auto,
             settings,
             shares_screen: false,
         }
@@ -242,7 +246,7 @@ impl Server {
         let mut statuses = Vec::new();
         for s in config.streams {
             let pipeline =
-                Pipeline::start(&s.name, s.label.clone(), s.open, s.settings).map_err(|err| {
+                Pipeline::start(&s.name, s.label.clone(), s.open, s.settings, &s.ladder).map_err(|err| {
                     ServeError::Stream {
                         name: s.name.clone(),
                         err,
@@ -250,15 +254,16 @@ impl Server {
                 })?;
             let settings = *pipeline.status().settings();
             tracing::info!(
-                "stream '{}': {} {} at {} fps, {} (keyframe every {}s)",
+                "stream '{}': {} {} at {} fps, {} (keyframe every {}s); renditions {}",
                 s.name,
                 s.label,
                 settings.size,
                 settings.fps,
                 settings.bitrate,
-                settings.keyint
+                settings.keyint,
+                pipeline.renditions().labels().join(", ")
             );
-            streams.push(Stream::new(&s.name, pipeline.feed()));
+            streams.push(Stream::new(&s.name, pipeline.renditions()));
             statuses.push(pipeline.status());
             pipelines.push(pipeline);
         }

@@ -75,6 +75,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
             }
             packets.retain(|p| is_keyframe_request(p.as_ref()));
             if packets.is_empty() {
+                // Feedback carrying the congestion controller's estimate goes on (empty) to
+                // the end of the chain, where the connection's statistics read it.
+                if super::cc::carries_attributes(&msg) {
+                    self.read.push_back(msg);
+                }
                 return Ok(());
             }
             msg.message.add(Attribute::DeliverToApplication);

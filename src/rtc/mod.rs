@@ -8,6 +8,7 @@
 //! forward PLI/FIR with our own interceptor.
 
 pub mod answer;
+pub mod cc;
 pub mod ice;
 pub mod keyframe;
 pub mod nomination;
@@ -219,9 +220,12 @@ pub async fn new_peer_connection(
     config: &RtcConfig,
     choice: &H264Choice,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    link: &Arc<cc::Link>,
+    bounds: cc::Bounds,
 ) -> Result<(Arc<dyn PeerConnection>, Option<PortLease>), RtcError> {
+    let build = |handler, addrs| build(config, choice, handler, addrs, link, bounds);
     let Some(pool) = &config.ports else {
-        let pc = build(config, choice, handler, config.udp_addrs.clone()).await?;
+        let pc = build(handler, config.udp_addrs.clone()).await?;
         return Ok((pc, None));
     };
     // A port can be held by another program: try a few before giving up.
@@ -235,7 +239,7 @@ pub async fn new_peer_connection(
             .iter()
             .map(|a| SocketAddr::new(a.ip(), lease.port()))
             .collect();
-        match build(config, choice, handler.clone(), addrs).await {
+        match build(handler.clone(), addrs).await {
             Ok(pc) => return Ok((pc, Some(lease))),
             Err(e) => {
                 tracing::debug!("UDP port {} unusable: {e}", lease.port());
@@ -264,6 +268,8 @@ async fn build(
     choice: &H264Choice,
     handler: Arc<dyn PeerConnectionEventHandler>,
     udp_addrs: Vec<SocketAddr>,
+    link: &Arc<cc::Link>,
+    bounds: cc::Bounds,
 ) -> Result<Arc<dyn PeerConnection>, RtcError> {
     let mut media = MediaEngine::default();
     media.register_codec(h264_codec(choice), RtpCodecKind::Video)?;
@@ -281,8 +287,11 @@ async fn build(
         RtpCodecKind::Video,
         None,
     )?;
-    // NACK responder (retransmit what a viewer lost) + sender reports; then our PLI/FIR tap.
-    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media)).with(
+    // NACK responder (retransmit what a viewer lost) + sender reports; congestion control
+    // and pacing (GCC when the viewer sends transport-wide feedback); then our PLI/FIR tap.
+    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media));
+    let twcc = choice.rtcp_feedback.iter().any(|f| f == "transport-cc");
+    let registry = cc::register(registry, &mut media, link, bounds, twcc)?.with(
         Slot::from(keyframe::SLOT),
         keyframe::KeyframeRequests::default(),
     );

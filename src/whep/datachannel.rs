@@ -42,6 +42,8 @@ pub(super) struct Viewer {
     /// Shown next to their chat lines.
     pub name: String,
     pub stream: Stream,
+    /// The frames sent to this viewer (of whichever rendition it is on).
+    pub frames: tokio::sync::broadcast::Receiver<Arc<crate::fanout::MediaFrame>>,
 }
 
 /// Serves the first data channel the viewer opens until the session ends.
@@ -56,7 +58,7 @@ pub(super) async fn serve(
     };
     // Later channels are not ours to serve; drop their handles as they come.
     drop(opened);
-    let mut frames = viewer.stream.feed.subscribe();
+    let mut frames = viewer.frames.resubscribe();
     let mut room = viewer.stream.room.subscribe();
     let mut recent: VecDeque<Instant> = VecDeque::with_capacity(CHAT_LINES);
     let hello = serde_json::json!({

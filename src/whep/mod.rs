@@ -24,7 +24,7 @@ pub mod sdpfrag;
 
 pub use sdpfrag::{Fragment, FragmentError};
 
-use crate::fanout::{self, Feed};
+use crate::fanout::{self, Feed, Preference, Renditions};
 use crate::rtc::{self, OfferError, PortLease, RtcConfig, RtcError};
 use crate::shutdown::Shutdown;
 use std::collections::HashMap;
@@ -71,6 +71,14 @@ pub enum WhepError {
     AtCapacity(usize),
     #[error("could not set up the WebRTC session: {0}")]
     Rtc(#[from] RtcError),
+    #[error("stream '{stream}' has no rendition '{given}'; it has {known} (name one by its size, its bit rate or its place, 0 being the best)")]
+    UnknownRendition {
+        stream: String,
+        given: String,
+        known: String,
+    },
+    #[error("max_bitrate '{0}' is not a bit rate; write e.g. 800k or 1.5M")]
+    BadMaxBitrate(String),
     #[error("bad trickle-ice-sdpfrag: {0}")]
     Fragment(#[from] FragmentError),
     #[error("an ICE restart (new ice-ufrag/ice-pwd) needs If-Match: \"*\" or the session's current ETag")]
@@ -91,7 +99,9 @@ impl WhepError {
             WhepError::ShuttingDown | WhepError::Full { .. } | WhepError::AtCapacity(_) => {
                 S::SERVICE_UNAVAILABLE
             }
-            WhepError::Fragment(_) => S::BAD_REQUEST,
+            WhepError::Fragment(_)
+            | WhepError::UnknownRendition { .. }
+            | WhepError::BadMaxBitrate(_) => S::BAD_REQUEST,
             WhepError::PreconditionRequired => S::PRECONDITION_REQUIRED,
             WhepError::PreconditionFailed { .. } => S::PRECONDITION_FAILED,
         }
@@ -119,17 +129,18 @@ pub enum Patched {
 #[derive(Clone)]
 pub struct Stream {
     pub name: String,
-    pub feed: Feed,
+    /// Its renditions, best first.
+    pub renditions: Renditions,
     viewers: Arc<AtomicUsize>,
     /// Chat lines and audience changes for the viewers' data channels (JSON).
     room: broadcast::Sender<Arc<str>>,
 }
 
 impl Stream {
-    pub fn new(name: impl Into<String>, feed: Feed) -> Self {
+    pub fn new(name: impl Into<String>, renditions: Renditions) -> Self {
         Self {
             name: name.into(),
-            feed,
+            renditions,
             viewers: Arc::new(AtomicUsize::new(0)),
             room: broadcast::channel(ROOM_BACKLOG).0,
         }
@@ -235,6 +246,62 @@ struct Session {
     restarted: Arc<tokio::sync::Notify>,
     /// The UDP port this session's sockets use, when ports come from a range.
     _port: Option<PortLease>,
+    /// What the viewer's link carries (estimate, loss, round trip).
+    link: Arc<rtc::cc::Link>,
+    /// The rendition it is on.
+    viewing: Arc<fanout::Viewing>,
+}
+
+/// One viewer as `/api/streams` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ViewerReport {
+    /// The first 8 characters of its session id.
+    pub session: String,
+    pub rendition: String,
+    pub rendition_index: usize,
+    pub switches: u64,
+    /// `gcc` (transport-wide feedback) or `loss` (receiver reports only).
+    pub estimator: &'static str,
+    pub estimate_bps: u64,
+    pub pacing_bps: u64,
+    pub queued_packets: usize,
+    pub loss: f64,
+    pub rtt_ms: Option<f64>,
+    pub connected_s: f64,
+}
+
+/// A viewer's wishes from its request's query: `rendition=640x360` (or a bit rate, or an
+/// index), `max_bitrate=800k`, `insist=1` (keep the rendition whatever the link).
+#[derive(Debug, Clone, Default)]
+pub struct Wishes {
+    pub rendition: Option<String>,
+    pub max_bitrate: Option<String>,
+    pub insist: bool,
+}
+
+impl Wishes {
+    /// Checked against the stream's renditions.
+    fn preference(&self, stream: &Stream) -> Result<Preference, WhepError> {
+        let mut p = Preference {
+            insist: self.insist,
+            ..Default::default()
+        };
+        if let Some(r) = self.rendition.as_deref().filter(|r| *r != "auto") {
+            let index = stream.renditions.find(r).ok_or_else(|| WhepError::UnknownRendition {
+                stream: stream.name.clone(),
+                given: r.chars().take(40).collect(),
+                known: stream.renditions.labels().join(", "),
+            })?;
+            p.choice = fanout::Choice::Fixed(index);
+        }
+        if let Some(m) = &self.max_bitrate {
+            let rate: crate::config::Bitrate = m
+                .parse()
+                .map_err(|_| WhepError::BadMaxBitrate(m.chars().take(40).collect()))?;
+            p.max_bitrate = Some(rate.bps());
+        }
+        Ok(p)
+    }
 }
 
 /// Counters over the server's lifetime.
@@ -311,14 +378,20 @@ impl Sessions {
     }
 
     /// Answers a viewer's offer for `stream` and starts sending to it.
-    pub async fn create(&self, stream: &str, offer_sdp: String) -> Result<Answer, WhepError> {
+    pub async fn create(
+        &self,
+        stream: &str,
+        offer_sdp: String,
+        wishes: &Wishes,
+    ) -> Result<Answer, WhepError> {
         if self.inner.shutdown.is_started() {
             return Err(WhepError::ShuttingDown);
         }
         let stream = self.stream(stream)?.clone();
-        if stream.feed.is_ended() {
+        if stream.renditions.is_ended() {
             return Err(WhepError::StreamEnded(stream.name));
         }
+        let preference = wishes.preference(&stream)?;
         // The seat is taken before the first await, so concurrent offers cannot all pass the
         // cap; it is given back if anything below fails.
         let seat = Seat::take(&stream, &self.inner.seated, self.inner.limits)?;
@@ -339,7 +412,9 @@ impl Sessions {
             channel_tx,
         });
         let remote_ufrag = sdpfrag::ufrag_of(&offer_sdp);
-        let (pc, port) = rtc::new_peer_connection(&self.inner.rtc, &choice, handler.clone())
+        let link = Arc::new(rtc::cc::Link::default());
+        let bounds = bounds(&stream.renditions);
+        let (pc, port) = rtc::new_peer_connection(&self.inner.rtc, &choice, handler.clone(), &link, bounds)
             .await
             .inspect_err(|e| {
                 if matches!(e, RtcError::NoPorts(_)) {
@@ -378,6 +453,8 @@ impl Sessions {
             trickled: AtomicUsize::new(0),
             restarted: Arc::new(tokio::sync::Notify::new()),
             _port: port,
+            link: link.clone(),
+            viewing: Arc::new(fanout::Viewing::default()),
         });
         lock(&self.inner.map).insert(id.clone(), session.clone());
         // The session holds the seat from here; `close` gives it back.
@@ -404,24 +481,42 @@ impl Sessions {
             since: t0,
         };
         let tasks = &self.inner.shutdown;
-        tasks.spawn(fanout::send(
-            stream.feed.clone(),
-            answered.track.clone(),
+        let (sent, _) = broadcast::channel(8);
+        let viewer = fanout::Viewer {
+            track: answered.track.clone(),
             stamp,
             ready,
+            preference,
+            link: Box::new(move || fanout::Reading {
+                estimate_bps: link.estimate_bps(),
+                pacing_bps: link.pacing_bps(),
+                queued_packets: link.queued_packets(),
+            }),
+            viewing: session.viewing.clone(),
+            sent: sent.clone(),
+        };
+        tasks.spawn(fanout::send(
+            stream.renditions.clone(),
+            viewer,
             cancel.clone(),
         ));
-        let feed = stream.feed.clone();
+        // A viewer's keyframe requests go to the rendition it is on.
+        let (renditions, viewing) = (stream.renditions.clone(), session.viewing.clone());
         tasks.spawn(rtc::keyframe::forward(
             answered.track,
             cancel.clone(),
-            move || feed.request_keyframe(),
+            move || {
+                if let Some(f) = renditions.get(viewing.current()) {
+                    f.request_keyframe();
+                }
+            },
         ));
         tasks.spawn(datachannel::serve(
             datachannel::Viewer {
                 session: short(&id).to_owned(),
                 name: format!("viewer-{}", random_hex(2)),
                 stream: stream.clone(),
+                frames: sent.subscribe(),
             },
             channel_rx,
             cancel.clone(),
@@ -431,7 +526,7 @@ impl Sessions {
             id.clone(),
             state_rx,
             session.restarted.clone(),
-            stream.feed.clone(),
+            stream.renditions.top().clone(),
             cancel,
         ));
 
@@ -440,6 +535,39 @@ impl Sessions {
             sdp: answered.sdp,
             etag,
         })
+    }
+
+    /// The viewers of `stream` now: rendition, estimate, loss, round trip.
+    pub fn viewers(&self, stream: &str) -> Vec<ViewerReport> {
+        let sessions: Vec<(String, Arc<Session>)> = lock(&self.inner.map)
+            .iter()
+            .filter(|(_, s)| s.stream.name == stream)
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        sessions
+            .into_iter()
+            .map(|(id, s)| {
+                let index = s.viewing.current();
+                ViewerReport {
+                    session: short(&id).to_owned(),
+                    rendition: s
+                        .stream
+                        .renditions
+                        .get(index)
+                        .map(|f| f.label())
+                        .unwrap_or_default(),
+                    rendition_index: index,
+                    switches: s.viewing.switches(),
+                    estimator: s.link.estimator(),
+                    estimate_bps: s.link.estimate_bps(),
+                    pacing_bps: s.link.pacing_bps(),
+                    queued_packets: s.link.queued_packets(),
+                    loss: s.link.loss(),
+                    rtt_ms: s.link.rtt().map(|d| d.as_secs_f64() * 1000.0),
+                    connected_s: s.created.elapsed().as_secs_f64(),
+                }
+            })
+            .collect()
     }
 
     /// Ends a session at the viewer's request (`DELETE`).
@@ -755,6 +883,19 @@ fn random_hex(n: usize) -> String {
         let _ = write!(s, "{:02x}", rand::random::<u8>());
         s
     })
+}
+
+/// Where a viewer's estimate starts and the range it stays in: it starts on the best
+/// rendition (a link that cannot carry it shows within a second and the viewer moves down),
+/// and never aims far above the best rendition's rate.
+fn bounds(renditions: &Renditions) -> rtc::cc::Bounds {
+    let top = renditions.top().bitrate() as f64;
+    let bottom = renditions.iter().last().map_or(top, |f| f.bitrate() as f64);
+    rtc::cc::Bounds {
+        start_bps: top * fanout::UP_HEADROOM,
+        min_bps: (bottom / 2.0).max(30_000.0),
+        max_bps: top * 2.0,
+    }
 }
 
 /// The first 8 characters of a session id, enough to follow it in logs.

@@ -638,6 +638,7 @@ fn dropping_a_stream_blocked_on_a_silent_pipe_joins_its_thread() {
         "raw",
         Box::new(move |stop| whepcast::source::open(&spec, opts, stop)),
         settings(size, 30, 2.0),
+        &whepcast::config::Ladder::Auto,
     )
     .expect("starts");
     let mut writer = writer.join().unwrap();

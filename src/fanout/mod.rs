@@ -9,27 +9,33 @@
 //! Nobody waits on anybody: a viewer that falls behind the channel lags, skips to the next
 //! keyframe and asks for one, while the encoder and the other viewers carry on. Viewers ask
 //! for keyframes through the [`Feed`]; the pipeline merges and rate-limits the requests.
+//!
+//! A stream has one channel per rendition ([`Renditions`], best first); each viewer's sender
+//! ([`send`]) follows one at a time and moves between them at keyframes as its link allows
+//! ([`adapt`]). A rendition nobody follows has no subscriber, and the pipeline skips it.
+
+mod adapt;
+mod send;
+
+pub use adapt::{Choice, Preference, Reading, Selector, UP_HEADROOM};
+pub use send::{send, Readiness, Stamp, Viewer, Viewing};
 
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packetizer::Payloader;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::config::Size;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::watch;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
 
 /// RTP payload budget per packet: 1200 bytes keeps every packet under common path MTUs
 /// once SRTP, UDP, IP and TURN headers are added.
 pub const RTP_MTU: usize = 1200;
 /// Frames a viewer may fall behind before it is made to resynchronise (~0.25 s at 30 fps).
 const CHANNEL_FRAMES: usize = 8;
-/// Packets sent back to back before the sender yields for a millisecond (~60 KB).
-const BURST_PACKETS: usize = 50;
 
 /// One encoded picture as RTP packets, shared by every viewer.
 ///
@@ -65,8 +71,12 @@ struct Shared {
     keyframe_wanted: AtomicBool,
     /// The pipeline thread, woken when a viewer asks for a keyframe while it idles.
     waker: OnceLock<std::thread::Thread>,
-    /// Cancelled when the stream has no more frames.
+    /// Cancelled when the stream has no more frames (shared by its renditions).
     ended: CancellationToken,
+    /// The rate this rendition is encoded at, bits per second.
+    bitrate: u32,
+    /// Its picture size now, `width << 32 | height` (it follows the source's).
+    size: AtomicU64,
 }
 
 /// The pipeline's end of a stream's fan-out.
@@ -80,24 +90,108 @@ pub struct Feed {
     shared: Arc<Shared>,
 }
 
-/// A new fan-out: the pipeline keeps the [`Publisher`], viewers clone the [`Feed`].
+/// A stream's renditions as viewers see them: one [`Feed`] each, best (highest bit rate)
+/// first.
+#[derive(Clone)]
+pub struct Renditions(Arc<[Feed]>);
+
+/// A fan-out of one rendition: the pipeline keeps the [`Publisher`], viewers clone the
+/// [`Feed`].
 pub fn channel() -> (Publisher, Feed) {
-    let shared = Arc::new(Shared {
-        tx: broadcast::channel(CHANNEL_FRAMES).0,
-        since_keyframe: Mutex::new(Vec::new()),
-        keyframe_wanted: AtomicBool::new(false),
-        waker: OnceLock::new(),
-        ended: CancellationToken::new(),
-    });
-    (
-        Publisher {
-            shared: shared.clone(),
-        },
-        Feed { shared },
-    )
+    let (mut publishers, renditions) = ladder(&[0]);
+    (publishers.remove(0), renditions.top().clone())
+}
+
+/// One fan-out per rendition, encoded at `bitrates` (best first), ending together.
+pub fn ladder(bitrates: &[u32]) -> (Vec<Publisher>, Renditions) {
+    let ended = CancellationToken::new();
+    let shared: Vec<Arc<Shared>> = bitrates
+        .iter()
+        .map(|&bitrate| {
+            Arc::new(Shared {
+                tx: broadcast::channel(CHANNEL_FRAMES).0,
+                since_keyframe: Mutex::new(Vec::new()),
+                keyframe_wanted: AtomicBool::new(false),
+                waker: OnceLock::new(),
+                ended: ended.clone(),
+                bitrate,
+                size: AtomicU64::new(0),
+            })
+        })
+        .collect();
+    let publishers = shared
+        .iter()
+        .map(|s| Publisher { shared: s.clone() })
+        .collect();
+    let feeds: Vec<Feed> = shared.into_iter().map(|shared| Feed { shared }).collect();
+    (publishers, Renditions(feeds.into()))
+}
+
+impl Renditions {
+    /// The best rendition (the only one of a single-rendition stream).
+    pub fn top(&self) -> &Feed {
+        &self.0[0]
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Feed> {
+        self.0.get(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Feed> {
+        self.0.iter()
+    }
+
+    /// Whether the stream has ended (end of input).
+    pub fn is_ended(&self) -> bool {
+        self.top().is_ended()
+    }
+
+    /// The rendition a viewer names: its size as `WxH` (`640x360`), its bit rate (`700k`),
+    /// or its place in the list (`0` is the best).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        let name = name.trim();
+        if let Ok(i) = name.parse::<usize>() {
+            return (i < self.len()).then_some(i);
+        }
+        if let Ok(size) = name.parse::<Size>() {
+            return self.0.iter().position(|f| f.size() == size);
+        }
+        let rate = name.parse::<crate::config::Bitrate>().ok()?;
+        self.0.iter().position(|f| f.bitrate() == rate.bps())
+    }
+
+    /// `WxH@RATE` for each rendition, best first (for messages and the API).
+    pub fn labels(&self) -> Vec<String> {
+        self.0.iter().map(Feed::label).collect()
+    }
 }
 
 impl Publisher {
+    /// The picture size of the frames published from now on.
+    pub fn set_size(&self, size: Size) {
+        self.shared
+            .size
+            .store((size.width as u64) << 32 | size.height as u64, Ordering::Relaxed);
+    }
+
+    /// The rate this rendition is encoded at.
+    pub fn bitrate(&self) -> u32 {
+        self.shared.bitrate
+    }
+
+    /// Viewers following this rendition now (one that is switching counts twice).
+    pub fn viewers(&self) -> usize {
+        self.shared.tx.receiver_count()
+    }
+
     /// Hands a frame to every viewer subscribed now.
     pub fn publish(&self, frame: MediaFrame) {
         let frame = Arc::new(frame);
@@ -150,6 +244,34 @@ impl Publisher {
 }
 
 impl Feed {
+    /// The rate this rendition is encoded at, bits per second.
+    pub fn bitrate(&self) -> u32 {
+        self.shared.bitrate
+    }
+
+    /// Its picture size now.
+    pub fn size(&self) -> Size {
+        let v = self.shared.size.load(Ordering::Relaxed);
+        Size {
+            width: (v >> 32) as u32,
+            height: v as u32,
+        }
+    }
+
+    /// `WxH@RATE`, e.g. `640x360@625k`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}@{}",
+            self.size(),
+            crate::config::Bitrate(self.shared.bitrate)
+        )
+    }
+
+    /// Viewers following this rendition now.
+    pub fn viewers(&self) -> usize {
+        self.shared.tx.receiver_count()
+    }
+
     /// A receiver of every frame from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaFrame>> {
         self.shared.tx.subscribe()
@@ -185,139 +307,6 @@ impl Feed {
     /// Resolves when the stream ends.
     pub async fn ended(&self) {
         self.shared.ended.cancelled().await
-    }
-}
-
-/// When a viewer's connection can take media: [`send`] subscribes once ICE is up (so the
-/// IDR it asks for is encoded during the DTLS handshake) and writes once SRTP is keyed.
-pub struct Readiness {
-    pub ice_up: watch::Receiver<bool>,
-    pub connected: watch::Receiver<bool>,
-    /// When the viewer's offer arrived (for the logs).
-    pub since: Instant,
-}
-
-/// What one viewer's packets carry that the shared ones do not.
-#[derive(Debug, Clone, Copy)]
-pub struct Stamp {
-    pub ssrc: u32,
-    pub payload_type: u8,
-    /// The id the viewer gave the playout-delay header extension, if it offered it.
-    pub playout_delay: Option<u8>,
-}
-
-/// Playout delay "min 0, max 0" (RTP header extension, 12 + 12 bits in 10 ms units): render
-/// each frame as soon as it is decoded, no smoothing buffer. Chromium keeps the last value
-/// it saw, so it goes on the first packet of every keyframe, which every viewer starts with.
-const PLAYOUT_DELAY_NONE: [u8; 3] = [0, 0, 0];
-
-/// Sends the stream's packets to one viewer until cancelled or the connection is gone.
-///
-/// Starts only once the connection is up: packets written before DTLS has keyed SRTP are
-/// dropped, and losing the first IDR would cost the viewer a whole keyframe interval.
-pub async fn send(
-    feed: Feed,
-    track: Arc<TrackLocalStaticRTP>,
-    stamp: Stamp,
-    ready: Readiness,
-    cancel: CancellationToken,
-) {
-    // Ask for the IDR as soon as ICE is up, so encoding it overlaps the DTLS handshake; the
-    // frames wait in this viewer's receiver until SRTP is keyed.
-    let Readiness {
-        mut ice_up,
-        mut connected,
-        since,
-    } = ready;
-    tokio::select! {
-        _ = cancel.cancelled() => return,
-        up = ice_up.wait_for(|up| *up) => if up.is_err() { return },
-    }
-    tracing::debug!("ICE connected {:?} after the offer", since.elapsed());
-    // Within the keyframe rate limit a new IDR could be 200 ms away; a recent one, with the
-    // frames since, starts this viewer at once and costs no encode.
-    let (backlog, mut frames) = feed.subscribe_from_keyframe();
-    let replaying = !backlog.is_empty();
-    if replaying {
-        metrics::counter!("whepcast_keyframes_replayed_total").increment(1);
-    } else {
-        feed.request_keyframe();
-    }
-    let mut backlog = backlog.into_iter();
-    let bytes_sent = metrics::counter!("whepcast_bytes_sent_total");
-    let packets_sent = metrics::counter!("whepcast_packets_sent_total");
-    tokio::select! {
-        _ = cancel.cancelled() => return,
-        up = connected.wait_for(|up| *up) => if up.is_err() { return },
-    }
-    tracing::debug!("connected {:?} after the offer", since.elapsed());
-    let mut seq: u16 = rand::random();
-    // A decoder can only start at an IDR; until one arrives, P-frames are useless to it.
-    let mut need_keyframe = true;
-    loop {
-        let frame = match backlog.next() {
-            Some(f) => Ok(f),
-            None => tokio::select! {
-                _ = cancel.cancelled() => return,
-                f = frames.recv() => f,
-            },
-        };
-        let frame = match frame {
-            Ok(f) => f,
-            Err(RecvError::Lagged(n)) => {
-                metrics::counter!("whepcast_viewer_frames_skipped_total").increment(n);
-                tracing::debug!("viewer fell {n} frames behind; resyncing on next keyframe");
-                need_keyframe = true;
-                feed.request_keyframe();
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        if need_keyframe {
-            if !frame.keyframe {
-                continue;
-            }
-            need_keyframe = false;
-            tracing::debug!(
-                "keyframe {} going out {:?} after the offer{}",
-                frame.number,
-                since.elapsed(),
-                if replaying { " (replayed)" } else { "" }
-            );
-        }
-        for (i, shared) in frame.packets.iter().enumerate() {
-            if i > 0 && i % BURST_PACKETS == 0 {
-                // A big frame (an IDR of a detailed screen) would otherwise leave in one burst
-                // of hundreds of packets and overflow the receive buffers on its way; spread
-                // it in bursts of BURST_PACKETS, 1 ms apart. Small frames go out at once.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let mut packet = shared.clone();
-            packet.header.ssrc = stamp.ssrc;
-            packet.header.payload_type = stamp.payload_type;
-            if let (0, true, Some(id)) = (i, frame.keyframe, stamp.playout_delay) {
-                // An error (an id this header form cannot carry) only loses the hint.
-                let _ = packet
-                    .header
-                    .set_extension(id, Bytes::from_static(&PLAYOUT_DELAY_NONE));
-            }
-            packet.header.sequence_number = seq;
-            seq = seq.wrapping_add(1);
-            let len = packet.payload.len() as u64 + 12;
-            // The write waits when the connection's queue is full; a session closed meanwhile
-            // must not leave this task (and its receiver, which keeps the encoder busy) behind.
-            let written = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return,
-                r = track.write_rtp(packet) => r,
-            };
-            // Fails only once the connection is closed; the supervisor reaps it.
-            if written.is_err() {
-                return;
-            }
-            bytes_sent.increment(len);
-            packets_sent.increment(1);
-        }
     }
 }
 

@@ -1,0 +1,491 @@
+//! Congestion control for one viewer: how much its link carries, and a pacer that keeps to it.
+//!
+//! Built from `rtc-interceptor`'s parts, one chain per peer connection:
+//!
+//! - **Chromium** (offers `transport-cc`): the TWCC sender numbers every packet, the CC
+//!   interceptor joins the viewer's feedback to what left, and its GCC estimator (delay and
+//!   loss) gives the estimate. We wrap the estimator ([`Published`]) to publish the estimate
+//!   where the viewer's sender reads it, and to ask the pacer for [`PACING_FACTOR`] times it
+//!   (the crate paces at exactly the estimate, so a keyframe would trickle out over a second).
+//! - **Anyone else** (aiortc: receiver reports and REMB only): [`Receipts`] reads the loss
+//!   fraction of each receiver report and any REMB and keeps a loss-based estimate (grow
+//!   while under 2 % loss, shrink by half the loss over 10 %), as GCC's loss half does.
+//! - **Both**: the crate's pacer, wrapped ([`ObservedPacer`]) so the sender can see its
+//!   queue and skip to a keyframe rather than let seconds of video wait in it; and
+//!   [`Receipts`] measures round-trip time and loss from receiver reports for the API.
+//!
+//! Everything lands in a [`Link`]: atomics written by the connection's driver, read once per
+//! frame by the viewer's sender and by `/api/streams`.
+
+use rtc::interceptor::{
+    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
+    Packet, PacerBuilder, PacerInterceptor, PacketReport, Registry, Slot, StreamInfo,
+    TaggedPacket, TwccSenderBuilder,
+};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_GOOG_REMB,
+    TYPE_RTCP_FB_TRANSPORT_CC,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The pacer sends at this many times the estimate: fast enough that a keyframe leaves in
+/// a fraction of a second, slow enough that it does not arrive at the bottleneck as one
+/// burst (libwebrtc's pacing factor).
+pub const PACING_FACTOR: f64 = 2.5;
+/// Packets the pacer may hold; the sender skips to a keyframe long before (by time, see
+/// `fanout`), so this only bounds memory.
+const PACER_QUEUE_LIMIT: usize = 2048;
+/// Where [`Receipts`] sits: after the built-in readers, before the keyframe tap that drops
+/// what the application does not need.
+const RECEIPTS_SLOT: usize = 13_500;
+
+/// What one viewer's connection knows about its link. Written by the connection's
+/// interceptors, read by the viewer's sender (once per frame) and the API.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Bits per second the link is estimated to carry; 0 until known.
+    estimate_bps: AtomicU64,
+    /// Bits per second the pacer releases at.
+    pacing_bps: AtomicU64,
+    /// Packets waiting in the pacer.
+    queued: AtomicUsize,
+    /// Packets the pacer refused (its queue was full).
+    refused: AtomicU64,
+    /// Share of packets lost, ‰ (transport-wide feedback, else receiver reports).
+    loss_permille: AtomicU32,
+    /// Round-trip time from receiver reports, µs; 0 until measured.
+    rtt_us: AtomicU32,
+    /// Whether the viewer sends transport-wide feedback (GCC runs) or only reports.
+    twcc: AtomicBool,
+}
+
+impl Link {
+    pub fn estimate_bps(&self) -> u64 {
+        self.estimate_bps.load(Relaxed)
+    }
+    pub fn pacing_bps(&self) -> u64 {
+        self.pacing_bps.load(Relaxed)
+    }
+    pub fn queued_packets(&self) -> usize {
+        self.queued.load(Relaxed)
+    }
+    pub fn refused_packets(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+    /// Fraction of packets lost recently (0.0-1.0).
+    pub fn loss(&self) -> f64 {
+        self.loss_permille.load(Relaxed) as f64 / 1000.0
+    }
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.rtt_us.load(Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us as u64)),
+        }
+    }
+    /// `"gcc"` (transport-wide feedback) or `"loss"` (receiver reports only).
+    pub fn estimator(&self) -> &'static str {
+        if self.twcc.load(Relaxed) {
+            "gcc"
+        } else {
+            "loss"
+        }
+    }
+    fn set_estimate(&self, bps: f64) {
+        self.estimate_bps.store(bps.max(0.0) as u64, Relaxed);
+    }
+}
+
+/// The rates a viewer's estimate starts at and stays within.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Where the estimate starts: a viewer starts on the best rendition this fits.
+    pub start_bps: f64,
+    pub min_bps: f64,
+    pub max_bps: f64,
+}
+
+/// Registers congestion control for a viewer that offered `transport-cc` (`twcc`), or the
+/// report-based fallback otherwise, plus the observed pacer. Call after the codec is
+/// registered (feedback is attached to registered codecs only).
+pub fn register(
+    registry: Registry,
+    media: &mut MediaEngine,
+    link: &Arc<Link>,
+    bounds: Bounds,
+    twcc: bool,
+) -> Result<Registry, rtc::shared::error::Error> {
+    link.twcc.store(twcc, Relaxed);
+    link.set_estimate(bounds.start_bps);
+    let pacing = bounds.start_bps * PACING_FACTOR;
+    link.pacing_bps.store(pacing as u64, Relaxed);
+    let mut registry = registry
+        .with(
+            Slot::Pacer,
+            ObservedPacer {
+                inner: PacerBuilder::new()
+                    .with_target_bitrate(pacing)
+                    .with_queue_limit(PACER_QUEUE_LIMIT)
+                    .build(),
+                link: link.clone(),
+            },
+        )
+        .with(
+            Slot::from(RECEIPTS_SLOT),
+            Receipts::new(link.clone(), bounds, !twcc),
+        );
+    if twcc {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_TRANSPORT_CC.into(),
+                parameter: String::new(),
+            },
+            RtpCodecKind::Video,
+        );
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: rtc::sdp::extmap::TRANSPORT_CC_URI.into(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )?;
+        let gcc = Gcc::new(bounds.start_bps, bounds.min_bps, bounds.max_bps);
+        registry = registry
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(Published::new(gcc, link.clone())).build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+    } else {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_GOOG_REMB.into(),
+                parameter: String::new(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    Ok(registry)
+}
+
+/// An estimator that publishes what it estimates into a [`Link`], and gives the pacer
+/// [`PACING_FACTOR`] times that. Loss is measured here too, over the last second of reports.
+pub struct Published<E> {
+    inner: E,
+    link: Arc<Link>,
+    /// (lost, total) per recent report batch, with when it came: the loss window.
+    batches: VecDeque<(Instant, u32, u32)>,
+}
+
+/// How far back the published loss fraction looks.
+const LOSS_WINDOW: Duration = Duration::from_secs(1);
+
+impl<E: BandwidthEstimator> Published<E> {
+    pub fn new(inner: E, link: Arc<Link>) -> Self {
+        Self {
+            inner,
+            link,
+            batches: VecDeque::with_capacity(32),
+        }
+    }
+
+    fn publish(&self) {
+        self.link.set_estimate(self.inner.target_bitrate());
+    }
+}
+
+impl<E: BandwidthEstimator> BandwidthEstimator for Published<E> {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.inner.on_reports(now, reports);
+        self.publish();
+        if reports.is_empty() {
+            return;
+        }
+        let lost = reports.iter().filter(|r| !r.arrived).count() as u32;
+        self.batches.push_back((now, lost, reports.len() as u32));
+        while self
+            .batches
+            .front()
+            .is_some_and(|(t, ..)| now.duration_since(*t) > LOSS_WINDOW)
+        {
+            self.batches.pop_front();
+        }
+        let (lost, total) = self
+            .batches
+            .iter()
+            .fold((0, 0), |(l, t), (_, bl, bt)| (l + bl, t + bt));
+        if total > 0 {
+            self.link
+                .loss_permille
+                .store(lost * 1000 / total, Relaxed);
+        }
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        // What the CC interceptor hands the pacer.
+        self.inner.target_bitrate() * PACING_FACTOR
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now);
+        self.publish();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.inner.stats()
+    }
+}
+
+/// The crate's pacer, publishing its queue and rate into the [`Link`].
+pub struct ObservedPacer {
+    inner: PacerInterceptor,
+    link: Arc<Link>,
+}
+
+impl ObservedPacer {
+    fn publish(&self) {
+        self.link.queued.store(self.inner.queued(), Relaxed);
+        self.link.refused.store(self.inner.dropped(), Relaxed);
+        self.link
+            .pacing_bps
+            .store(self.inner.pacer().target_bitrate() as u64, Relaxed);
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for ObservedPacer {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.inner.handle_read(msg)?;
+        self.publish();
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.inner.poll_read()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.inner.handle_write(msg)?;
+        self.publish();
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.inner.poll_write()
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.inner.handle_timeout(now)?;
+        self.publish();
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+}
+
+impl Interceptor for ObservedPacer {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.inner.bind_local_stream(info)
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.inner.unbind_local_stream(info)
+    }
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.inner.bind_remote_stream(info)
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.inner.unbind_remote_stream(info)
+    }
+}
+
+/// Reads receiver reports (loss, round-trip time) and REMB. For a viewer without
+/// transport-wide feedback it also keeps the estimate: loss-based, capped by REMB.
+pub struct Receipts {
+    link: Arc<Link>,
+    bounds: Bounds,
+    /// Whether this interceptor owns the estimate (no GCC on this connection).
+    estimates: bool,
+    loss_based: f64,
+    remb: Option<f64>,
+    last_update: Option<Instant>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+/// Loss under which the fallback estimate grows, and over which it shrinks (GCC's loss half).
+const LOW_LOSS: f64 = 0.02;
+const HIGH_LOSS: f64 = 0.10;
+
+impl Receipts {
+    fn new(link: Arc<Link>, bounds: Bounds, estimates: bool) -> Self {
+        Self {
+            link,
+            bounds,
+            estimates,
+            loss_based: bounds.start_bps,
+            remb: None,
+            last_update: None,
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        }
+    }
+
+    fn on_report(&mut self, now: Instant, rr: &ReceiverReport) {
+        for r in &rr.reports {
+            if let Some(rtt) = round_trip(SystemTime::now(), r.last_sender_report, r.delay) {
+                self.link
+                    .rtt_us
+                    .store(rtt.as_micros().min(u32::MAX as u128) as u32, Relaxed);
+            }
+            let loss = r.fraction_lost as f64 / 256.0;
+            if !self.estimates {
+                continue;
+            }
+            self.link
+                .loss_permille
+                .store((loss * 1000.0) as u32, Relaxed);
+            // One step per report (about a second apart); a report right after another
+            // says nothing new about the rate just set.
+            if self
+                .last_update
+                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(300))
+            {
+                continue;
+            }
+            self.last_update = Some(now);
+            self.loss_based = next_loss_based(self.loss_based, loss)
+                .clamp(self.bounds.min_bps, self.bounds.max_bps);
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let estimate = match self.remb {
+            Some(remb) => self.loss_based.min(remb),
+            None => self.loss_based,
+        };
+        self.link.set_estimate(estimate);
+    }
+}
+
+/// GCC's loss-based rule: +5 % under 2 % loss, −loss/2 over 10 %, hold in between.
+pub fn next_loss_based(rate: f64, loss: f64) -> f64 {
+    if loss < LOW_LOSS {
+        rate * 1.05
+    } else if loss > HIGH_LOSS {
+        rate * (1.0 - 0.5 * loss)
+    } else {
+        rate
+    }
+}
+
+/// Round-trip time from a reception report block (RFC 3550 §6.4.1): now − LSR − DLSR, all
+/// in 1/65536 s. `None` before the viewer has seen a sender report.
+pub fn round_trip(now: SystemTime, lsr: u32, dlsr: u32) -> Option<Duration> {
+    if lsr == 0 {
+        return None;
+    }
+    let unix = now.duration_since(UNIX_EPOCH).ok()?;
+    // NTP: seconds since 1900 in the high 32 bits, fraction in the low; the middle 32 bits.
+    let ntp_secs = unix.as_secs() + 2_208_988_800;
+    let frac = ((unix.subsec_nanos() as u64) << 32) / 1_000_000_000;
+    let middle = (((ntp_secs << 32) | frac) >> 16) as u32;
+    let rtt = middle.wrapping_sub(lsr).wrapping_sub(dlsr);
+    // A wrapped (negative) value means clocks disagree or the report is bogus.
+    (rtt < 0x8000_0000).then(|| Duration::from_micros(rtt as u64 * 1_000_000 / 65_536))
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for Receipts {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                let any = p.as_any();
+                if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                    self.on_report(msg.now, rr);
+                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                {
+                    if self.estimates && remb.bitrate.is_finite() && remb.bitrate > 0.0 {
+                        self.remb = Some(remb.bitrate as f64);
+                        self.publish();
+                    }
+                }
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for Receipts {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Whether an RTCP packet on the read leg carries what the chain attached for later
+/// interceptors (the estimate): such a packet must reach the end of the chain.
+pub fn carries_attributes(msg: &TaggedPacket) -> bool {
+    msg.message
+        .get(&Attribute::TargetBitrateChanged {
+            bits_per_second: 0.0,
+        })
+        .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_time_comes_from_the_report_block() {
+        let now = SystemTime::now();
+        // A sender report sent 120 ms ago, held 20 ms by the viewer: RTT 100 ms.
+        let sent = now - Duration::from_millis(120);
+        let unix = sent.duration_since(UNIX_EPOCH).unwrap();
+        let frac = ((unix.subsec_nanos() as u64) << 32) / 1_000_000_000;
+        let lsr = ((((unix.as_secs() + 2_208_988_800) << 32) | frac) >> 16) as u32;
+        let dlsr = 20 * 65_536 / 1000;
+        let rtt = round_trip(now, lsr, dlsr).unwrap();
+        assert!((rtt.as_millis() as i64 - 100).abs() <= 1, "{rtt:?}");
+        assert_eq!(round_trip(now, 0, 0), None, "no sender report seen yet");
+        // A report from the future (bogus or a clock step) gives nothing, not four days.
+        assert_eq!(round_trip(now, lsr.wrapping_add(65_536 * 10), 0), None);
+    }
+
+    #[test]
+    fn the_loss_based_estimate_grows_holds_and_shrinks() {
+        assert!(next_loss_based(1e6, 0.0) > 1e6);
+        assert_eq!(next_loss_based(1e6, 0.05), 1e6);
+        assert!((next_loss_based(1e6, 0.5) - 750_000.0).abs() < 1.0);
+    }
+}
