@@ -49,6 +49,7 @@ pub const VIEWER_ASSETS: &[(&str, &str, &str)] = &[
     ("chat.js", JS, include_str!("../web/chat.js")),
     ("streams.js", JS, include_str!("../web/streams.js")),
     ("controls.js", JS, include_str!("../web/controls.js")),
+    ("quality.js", JS, include_str!("../web/quality.js")),
 ];
 
 /// State shared by all handlers.

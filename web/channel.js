@@ -23,7 +23,8 @@ export function shownAt(meta, now) {
 /**
  * Opens the channel on `pc` and keeps `state` up to date (dcState, dcLatencyMs,
  * dcLatencySamples, clockOffsetMs, clockRttMs, rttDcMs, viewerName, session, viewers,
- * chatErrors). `on`: hello(msg), viewers(count), chat(from, text), error(text), closed().
+ * chatErrors, link). `on`: hello(msg), viewers(count), chat(from, text), error(text), closed(),
+ * link({ rendition, index, renditions, estimateBps, ... }).
  * Returns { frame(meta, now), send(obj) -> bool, close() }.
  */
 export function openChannel(pc, state, on) {
@@ -100,6 +101,17 @@ export function openChannel(pc, state, on) {
         state.session = msg.session;
         if (typeof msg.viewers === "number") state.viewers = msg.viewers;
         on.hello?.(msg);
+        break;
+      case "link":
+        // The server's view of this viewer: its rendition, the choices, the link estimate.
+        state.link = {
+          rendition: msg.rendition ?? null, index: msg.index ?? 0,
+          renditions: Array.isArray(msg.renditions) ? msg.renditions.map(String) : [],
+          estimator: msg.estimator ?? null, estimateBps: Number(msg.estimate_bps) || 0,
+          loss: Number(msg.loss) || 0, rttMs: typeof msg.rtt_ms === "number" ? msg.rtt_ms : null,
+          switches: Number(msg.switches) || 0,
+        };
+        on.link?.(state.link);
         break;
       case "viewers":
         state.viewers = msg.count;

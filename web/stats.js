@@ -35,8 +35,12 @@ export function statItems(state) {
   const latency = state.dcLatencyMs !== null
     ? `latency ${state.dcLatencyMs} ms` + (state.latencyMs === null ? "" : ` (picture ${state.latencyMs} ms)`)
     : (state.latencyMs === null ? "" : `latency ${state.latencyMs} ms`);
+  const link = state.link;
+  const mbps = (bps) => (bps >= 1e6 ? (bps / 1e6).toFixed(1) + " Mbps" : Math.round(bps / 1e3) + " kbps");
   return [
     `${state.width}×${state.height}`,
+    link?.rendition ? `rendition ${link.rendition}${state.quality && state.quality !== "auto" ? " (chosen)" : " (auto)"}` : "",
+    link?.estimateBps ? `link ≈ ${mbps(link.estimateBps)}` : "",
     `${Number(state.fps).toFixed(0)} fps`,
     `${state.kbps} kbps`,
     `lost ${state.packetsLost}`,

@@ -9,6 +9,7 @@ import { collectStats, statItems, renderStats } from "./stats.js";
 import { chatPanel } from "./chat.js";
 import { streamPicker } from "./streams.js";
 import { controls } from "./controls.js";
+import { qualityMenu } from "./quality.js";
 
 const video = document.getElementById("video");
 const statsPanel = document.getElementById("overlay");
@@ -23,6 +24,16 @@ const endpoint = params.get("endpoint") || (m ? "/whep/" + m[1] : "/whep");
 const relay = params.get("relay") === "1" || hashParams.get("relay") === "1";
 // datachannel=0: video only, like a plain WHEP player (benchmarks compare servers this way).
 const withChannel = params.get("datachannel") !== "0";
+// rendition=640x360 picks a rendition (the quality menu sets it too), max_bitrate=800k caps
+// it; both go to the WHEP endpoint's query.
+const maxBitrate = params.get("max_bitrate");
+const whepUrl = () => {
+  const q = new URLSearchParams();
+  if (state.quality !== "auto") q.set("rendition", state.quality);
+  if (maxBitrate) q.set("max_bitrate", maxBitrate);
+  const qs = q.toString();
+  return qs ? endpoint + (endpoint.includes("?") ? "&" : "?") + qs : endpoint;
+};
 
 // Exposed for tests and curious users: live numbers the stats panel shows.
 const state = window.whepcast = {
@@ -41,6 +52,8 @@ const state = window.whepcast = {
   viewerName: null, viewers: null, chat: [], chatErrors: [],
   // Glass-to-glass latency read from the test pattern's barcode.
   latencyMs: null, latencySamples: [],
+  // The quality asked for ("auto" or a rendition's size) and the server's view of the link.
+  quality: params.get("rendition") || "auto", link: null,
 };
 
 // A token from the URL fragment (#token=...; fragments never reach servers or logs), else
@@ -108,7 +121,7 @@ async function connect() {
   const thisPc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   if (withChannel) channel = openChannel(pc, state, channelEvents);
-  const thisSession = session = new WhepSession(pc, endpoint, {
+  const thisSession = session = new WhepSession(pc, whepUrl(), {
     headers: auth,
     on: {
       posted: () => { postedAt = performance.now(); },
@@ -232,7 +245,15 @@ const channelEvents = {
   chat: (from, text) => chat.line(from, text, from === state.viewerName ? "me" : ""),
   error: (text) => chat.line(null, text, "err"),
   closed: () => chat.show(false),
+  link: () => quality.update(),
 };
+// A new choice: a new session asking for it (the first frame comes within ~50 ms).
+const quality = qualityMenu(state, (value) => {
+  state.quality = value;
+  quality.update();
+  backoff = 0;
+  retry("switching to " + value);
+});
 
 // ---- per frame: TTFF, latency ----
 

@@ -44,6 +44,31 @@ pub(super) struct Viewer {
     pub stream: Stream,
     /// The frames sent to this viewer (of whichever rendition it is on).
     pub frames: tokio::sync::broadcast::Receiver<Arc<crate::fanout::MediaFrame>>,
+    /// Its link and rendition, told to it every [`LINK_EVERY`].
+    pub link: Arc<crate::rtc::cc::Link>,
+    pub viewing: Arc<crate::fanout::Viewing>,
+}
+
+/// How often a viewer is told its rendition and link estimate.
+pub const LINK_EVERY: Duration = Duration::from_secs(1);
+
+/// The `link` message: the viewer's rendition, the renditions it can choose, and what its
+/// link is estimated to carry.
+fn link_message(viewer: &Viewer) -> String {
+    let r = &viewer.stream.renditions;
+    let index = viewer.viewing.current();
+    serde_json::json!({
+        "type": "link",
+        "rendition": r.get(index).map(|f| f.label()),
+        "index": index,
+        "renditions": r.labels(),
+        "estimator": viewer.link.estimator(),
+        "estimate_bps": viewer.link.estimate_bps(),
+        "loss": viewer.link.loss(),
+        "rtt_ms": viewer.link.rtt().map(|d| d.as_secs_f64() * 1000.0),
+        "switches": viewer.viewing.switches(),
+    })
+    .to_string()
 }
 
 /// Serves the first data channel the viewer opens until the session ends.
@@ -61,6 +86,8 @@ pub(super) async fn serve(
     let mut frames = viewer.frames.resubscribe();
     let mut room = viewer.stream.room.subscribe();
     let mut recent: VecDeque<Instant> = VecDeque::with_capacity(CHAT_LINES);
+    let mut tick = tokio::time::interval(LINK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let hello = serde_json::json!({
         "type": "hello",
         "session": viewer.session,
@@ -90,6 +117,7 @@ pub(super) async fn serve(
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => false,
             },
+            _ = tick.tick() => send(&dc, &link_message(&viewer)).await,
             line = room.recv() => match line {
                 Ok(l) => send(&dc, &l).await,
                 Err(RecvError::Lagged(_)) => true,

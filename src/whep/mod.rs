@@ -517,6 +517,8 @@ impl Sessions {
                 name: format!("viewer-{}", random_hex(2)),
                 stream: stream.clone(),
                 frames: sent.subscribe(),
+                link: session.link.clone(),
+                viewing: session.viewing.clone(),
             },
             channel_rx,
             cancel.clone(),
