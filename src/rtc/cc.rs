@@ -19,14 +19,16 @@
 
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
-    Packet, PacerBuilder, PacerInterceptor, PacketReport, Registry, Slot, StreamInfo,
-    TaggedPacket, TwccSenderBuilder,
+    NackResponderBuilder, NackResponderInterceptor, Packet, PacerBuilder, PacerInterceptor,
+    PacketReport, Registry, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_GOOG_REMB,
+    TYPE_RTCP_FB_NACK,
     TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::sansio::Protocol;
@@ -43,6 +45,11 @@ pub const PACING_FACTOR: f64 = 2.5;
 /// Packets the pacer may hold; the sender skips to a keyframe long before (by time, see
 /// `fanout`), so this only bounds memory.
 const PACER_QUEUE_LIMIT: usize = 2048;
+/// Retransmissions are sent only while the pacer holds less than this: a lost packet
+/// resent behind seconds of queue arrives too late to be shown, and resending it only adds
+/// to the queue (the viewer asks for a keyframe instead, which it gets).
+pub const MAX_RETRANSMIT_QUEUE: Duration = Duration::from_millis(150);
+
 /// Where [`Receipts`] sits: after the built-in readers, before the keyframe tap that drops
 /// what the application does not need.
 const RECEIPTS_SLOT: usize = 13_500;
@@ -98,6 +105,15 @@ impl Link {
             "loss"
         }
     }
+    /// How long what waits in the pacer takes to leave.
+    pub fn queue_delay(&self) -> Duration {
+        let pacing = self.pacing_bps();
+        if pacing == 0 {
+            return Duration::ZERO;
+        }
+        let bits = (self.queued_packets() * crate::fanout::RTP_MTU * 8) as f64;
+        Duration::from_secs_f64(bits / pacing as f64)
+    }
     fn set_estimate(&self, bps: f64) {
         self.estimate_bps.store(bps.max(0.0) as u64, Relaxed);
     }
@@ -123,10 +139,27 @@ pub fn register(
     twcc: bool,
 ) -> Result<Registry, rtc::shared::error::Error> {
     link.twcc.store(twcc, Relaxed);
+    // Loss repair: NACK (and PLI) feedback, answered from a send history while it can help.
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_NACK.into(),
+                parameter: parameter.into(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
     link.set_estimate(bounds.start_bps);
     let pacing = bounds.start_bps * PACING_FACTOR;
     link.pacing_bps.store(pacing as u64, Relaxed);
     let mut registry = registry
+        .with(
+            Slot::NackResponder,
+            GatedNack {
+                inner: NackResponderBuilder::new().build(),
+                link: link.clone(),
+            },
+        )
         .with(
             Slot::Pacer,
             ObservedPacer {
@@ -297,6 +330,65 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ObservedPacer {
 }
 
 impl Interceptor for ObservedPacer {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.inner.bind_local_stream(info)
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.inner.unbind_local_stream(info)
+    }
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.inner.bind_remote_stream(info)
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.inner.unbind_remote_stream(info)
+    }
+}
+
+/// The crate's NACK responder, asked only while a retransmission can still arrive in time
+/// ([`MAX_RETRANSMIT_QUEUE`]); NACKs beyond that are dropped and counted.
+pub struct GatedNack {
+    inner: NackResponderInterceptor,
+    link: Arc<Link>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for GatedNack {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            if self.link.queue_delay() > MAX_RETRANSMIT_QUEUE {
+                let before = packets.len();
+                packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
+                let refused = (before - packets.len()) as u64;
+                if refused > 0 {
+                    metrics::counter!("whepcast_nacks_refused_total").increment(refused);
+                }
+            }
+        }
+        self.inner.handle_read(msg)
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.inner.poll_read()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.inner.handle_write(msg)
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.inner.poll_write()
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.inner.handle_timeout(now)
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+}
+
+impl Interceptor for GatedNack {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         self.inner.bind_local_stream(info)
     }

@@ -16,9 +16,7 @@ pub mod offer;
 
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports,
-};
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -287,9 +285,9 @@ async fn build(
         RtpCodecKind::Video,
         None,
     )?;
-    // NACK responder (retransmit what a viewer lost) + sender reports; congestion control
-    // and pacing (GCC when the viewer sends transport-wide feedback); then our PLI/FIR tap.
-    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media));
+    // Sender reports; NACK responder, congestion control and pacing (`cc`: GCC when the
+    // viewer sends transport-wide feedback); then our PLI/FIR tap.
+    let registry = configure_rtcp_reports(Registry::new());
     let twcc = choice.rtcp_feedback.iter().any(|f| f == "transport-cc");
     let registry = cc::register(registry, &mut media, link, bounds, twcc)?.with(
         Slot::from(keyframe::SLOT),

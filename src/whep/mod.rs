@@ -895,7 +895,8 @@ fn bounds(renditions: &Renditions) -> rtc::cc::Bounds {
     let bottom = renditions.iter().last().map_or(top, |f| f.bitrate() as f64);
     rtc::cc::Bounds {
         start_bps: top * fanout::UP_HEADROOM,
-        min_bps: (bottom / 2.0).max(30_000.0),
+        // Nothing lower can be sent: the pacer must carry at least the lowest rendition.
+        min_bps: bottom,
         max_bps: top * 2.0,
     }
 }
