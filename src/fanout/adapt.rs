@@ -1,22 +1,22 @@
 //! Which rendition a viewer should get: its link's estimate against the renditions' rates.
 //!
 //! Down at once when the estimate falls below the rendition's rate (the encoders send a
-//! little under their target, which is the headroom); up one step once the estimate has held
-//! [`UP_HEADROOM`] above the next rendition's rate for [`UP_HOLD`]. An up-switch followed
-//! by a down-switch within [`UP_TRIAL`] failed: the next try waits twice as long (up to
-//! [`MAX_BACKOFF`]), so a link that cannot carry a rendition is not made to freeze on it
-//! every few seconds.
+//! little under their target, which is the headroom); up one step once a probe at the next
+//! rendition's rate kept the estimate [`UP_HEADROOM`] above that rate for [`UP_HOLD`] (see
+//! [`Selector`]). A failed probe, or a step up followed by a step down within [`UP_TRIAL`],
+//! makes the next try wait twice as long (up to [`MAX_BACKOFF`]).
 
 use std::time::{Duration, Instant};
 
 /// A rendition fits once the estimate is this much above its rate.
 pub const UP_HEADROOM: f64 = 1.25;
-/// How long the estimate must hold before moving up.
-pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// How long a probe for the next rendition must hold before moving up.
+pub const UP_HOLD: Duration = Duration::from_millis(4000);
 /// A down-switch this soon after an up-switch means the up-switch failed.
 pub const UP_TRIAL: Duration = Duration::from_secs(8);
-/// Longest wait before trying a rendition that failed again.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest wait before probing for a rendition that failed again (probes are cheap: a
+/// failed one costs some queueing, not a freeze).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(6);
 
 /// What a viewer's connection tells about its link, read once per frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -27,6 +27,8 @@ pub struct Reading {
     pub pacing_bps: u64,
     /// Packets waiting in the connection's pacer.
     pub queued_packets: usize,
+    /// Queueing delay on the network path (one-way delay over its recent least).
+    pub queueing: Duration,
 }
 
 impl Reading {
@@ -61,6 +63,14 @@ pub struct Preference {
 }
 
 /// One viewer's rendition choice over time. Pure: the caller passes the time and reading.
+///
+/// Moving up needs proof that the link carries more than it is given: an estimate that
+/// grows while a viewer receives a small rendition is only a guess (GCC raises it whenever
+/// nothing goes wrong). So before moving up the viewer's sender *probes*: it pads its frames
+/// with filler data ([`Selector::probe_bps`]), ramping up to the next rendition's rate over
+/// [`PROBE_RAMP`]. If the estimate still covers the next rendition after [`UP_HOLD`], the
+/// link carried it and the viewer moves up; if the estimate falls meanwhile, the probe
+/// stops at once (it cost some queueing, not a freeze) and the next waits twice as long.
 #[derive(Debug)]
 pub struct Selector {
     /// The renditions' rates, best first.
@@ -69,14 +79,22 @@ pub struct Selector {
     ceiling: usize,
     /// The rendition the viewer is on (or switching to).
     current: usize,
-    /// Since when the estimate has fitted the next rendition up.
-    above_since: Option<Instant>,
-    /// No up-switch before this.
+    /// Since when the sender has been probing for the next rendition up.
+    probing: Option<Instant>,
+    /// No probe before this.
     not_before: Instant,
     backoff: Duration,
     last_up: Option<Instant>,
     insist: bool,
 }
+
+/// How long a probe takes to ramp from the current rendition's rate to the next one's.
+pub const PROBE_RAMP: Duration = Duration::from_millis(3000);
+/// First wait after a failed probe or step up; it doubles with each failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// A probe stops as soon as the path queues this much: the link is full (this is long before
+/// a bottleneck's buffer overflows, so a failed probe costs no loss).
+pub const PROBE_MAX_QUEUEING: Duration = Duration::from_millis(25);
 
 impl Selector {
     /// A selector for renditions at `rates` (best first); starts on the best one `estimate`
@@ -96,14 +114,14 @@ impl Selector {
             rates,
             ceiling,
             current: ceiling,
-            above_since: None,
-            not_before: now + UP_HOLD,
-            backoff: UP_HOLD,
+            probing: None,
+            not_before: now + FIRST_BACKOFF,
+            backoff: FIRST_BACKOFF,
             last_up: None,
             insist,
         };
         if estimate_bps > 0 && !insist {
-            s.current = s.best_fitting(estimate_bps as f64, 1.0);
+            s.current = s.best_fitting(estimate_bps as f64);
         }
         s
     }
@@ -112,17 +130,23 @@ impl Selector {
         self.current
     }
 
-    /// The best allowed rendition whose rate × `headroom` the estimate covers (else the
-    /// lowest).
-    fn best_fitting(&self, estimate: f64, headroom: f64) -> usize {
+    /// The best allowed rendition whose rate the estimate covers (else the lowest).
+    fn best_fitting(&self, estimate: f64) -> usize {
         (self.ceiling..self.rates.len())
-            .find(|&i| self.rates[i] as f64 * headroom <= estimate)
+            .find(|&i| self.rates[i] as f64 <= estimate)
             .unwrap_or(self.rates.len().saturating_sub(1))
     }
 
-    /// The rendition to be on now. `congested` (the pacer holds too much) moves down one
-    /// step whatever the estimate says.
-    pub fn pick(&mut self, now: Instant, estimate_bps: u64, congested: bool) -> usize {
+    /// The rendition to be on now. `congested` (too much video waits in the pacer or on the
+    /// path) moves down one step whatever the estimate says; `queueing` (on the path) stops a
+    /// probe.
+    pub fn pick(
+        &mut self,
+        now: Instant,
+        estimate_bps: u64,
+        congested: bool,
+        queueing: Duration,
+    ) -> usize {
         if self.insist || self.rates.len() < 2 {
             return self.current;
         }
@@ -130,7 +154,7 @@ impl Selector {
         let last = self.rates.len() - 1;
         let mut down_to = None;
         if estimate_bps > 0 && estimate < self.rates[self.current] as f64 {
-            down_to = Some(self.best_fitting(estimate, 1.0).max(self.current + 1).min(last));
+            down_to = Some(self.best_fitting(estimate).max(self.current + 1).min(last));
         }
         if congested && self.current < last {
             down_to = Some(down_to.unwrap_or(self.current + 1).max(self.current + 1));
@@ -143,37 +167,61 @@ impl Selector {
             .last_up
             .is_some_and(|t| now.duration_since(t) >= UP_TRIAL)
         {
-            // The last step up held: the next one may come as soon as the estimate allows.
+            // The last step up held: the next probe may come as soon as the estimate allows.
             self.last_up = None;
-            self.backoff = UP_HOLD;
+            self.backoff = FIRST_BACKOFF;
         }
-        if self.current > self.ceiling
-            && estimate >= self.rates[self.current - 1] as f64 * UP_HEADROOM
-        {
-            let since = *self.above_since.get_or_insert(now);
-            if now.duration_since(since) >= UP_HOLD && now >= self.not_before {
+        let next_fits = self.current > self.ceiling
+            && estimate >= self.rates[self.current - 1] as f64 * UP_HEADROOM;
+        let full = congested || queueing > PROBE_MAX_QUEUEING;
+        match self.probing {
+            Some(since) if !next_fits || full => {
+                // The probe made the estimate fall: the link cannot carry the next one.
+                let _ = since;
+                self.probing = None;
+                self.failed(now);
+            }
+            Some(since) if now.duration_since(since) >= UP_HOLD => {
+                self.probing = None;
                 self.current -= 1;
                 self.last_up = Some(now);
-                self.above_since = None;
             }
-        } else {
-            self.above_since = None;
+            Some(_) => {}
+            None if next_fits && !full && now >= self.not_before => self.probing = Some(now),
+            None => {}
         }
         self.current
     }
 
+    /// While probing: the rate the sender should send at (frames plus filler), ramping
+    /// from the current rendition's rate to the next one's.
+    pub fn probe_bps(&self, now: Instant) -> Option<u64> {
+        let since = self.probing?;
+        let from = self.rates[self.current] as f64;
+        let to = self.rates[self.current.checked_sub(1)?] as f64;
+        let ramp = (now.duration_since(since).as_secs_f64() / PROBE_RAMP.as_secs_f64()).min(1.0);
+        Some((from + (to - from) * ramp) as u64)
+    }
+
     fn down(&mut self, now: Instant, to: usize) {
         self.current = to;
-        self.above_since = None;
+        self.probing = None;
         if self
             .last_up
             .take()
             .is_some_and(|t| now.duration_since(t) < UP_TRIAL)
         {
-            // The step up did not hold: wait longer before the next try.
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            // The step up did not hold.
+            self.failed(now);
+        } else {
+            self.not_before = now + self.backoff;
         }
+    }
+
+    /// A probe or a step up failed: wait longer before the next.
+    fn failed(&mut self, now: Instant) {
         self.not_before = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -197,54 +245,80 @@ mod tests {
         let mut s = selector(Preference::default(), 3_000_000, t0);
         assert_eq!(s.current(), 0);
         // The link turns out to carry 900 kbit/s: straight to the rendition that fits.
-        assert_eq!(s.pick(at(t0, 500), 900_000, false), 1);
-        assert_eq!(s.pick(at(t0, 600), 150_000, false), 2);
+        assert_eq!(s.pick(at(t0, 500), 900_000, false, Duration::ZERO), 1);
+        assert_eq!(s.pick(at(t0, 600), 150_000, false, Duration::ZERO), 2);
         // Nothing lower to go to.
-        assert_eq!(s.pick(at(t0, 700), 50_000, true), 2);
+        assert_eq!(s.pick(at(t0, 700), 50_000, true, Duration::ZERO), 2);
     }
 
     #[test]
-    fn moving_up_needs_the_estimate_to_hold_above_the_next_rate() {
+    fn moving_up_takes_a_probe_that_ramps_to_the_next_rate_and_holds() {
         let t0 = Instant::now();
         let mut s = selector(Preference::default(), 700_000, t0);
         assert_eq!(s.current(), 1);
         let enough = (2_500_000.0 * UP_HEADROOM) as u64;
-        let mut t = 0;
-        // Above for less than UP_HOLD, then a dip: no switch.
-        while t < 1500 {
-            assert_eq!(s.pick(at(t0, t), enough, false), 1);
-            t += 100;
+        let (mut t, mut started, mut last_probe) = (0, None, 0);
+        while s.pick(at(t0, t), enough, false, Duration::ZERO) == 1 {
+            if let Some(p) = s.probe_bps(at(t0, t)) {
+                let since = *started.get_or_insert(t);
+                assert!(since >= FIRST_BACKOFF.as_millis() as u64, "no probe right after joining");
+                assert!(p >= last_probe && (625_000..=2_500_000).contains(&p), "{p} at {t}");
+                last_probe = p;
+            }
+            t += 50;
+            assert!(t < 10_000, "never moved up");
         }
-        assert_eq!(s.pick(at(t0, t), enough - 1, false), 1);
-        let start = t + 100;
-        t = start;
-        while s.pick(at(t0, t), enough, false) == 1 {
-            t += 100;
-            assert!(t < start + 5000, "never moved up");
-        }
-        assert!(t - start >= UP_HOLD.as_millis() as u64, "up after {} ms", t - start);
+        let started = started.expect("probed before moving up");
+        assert_eq!(last_probe, 2_500_000, "the probe reached the next rendition's rate");
+        assert!(t - started >= UP_HOLD.as_millis() as u64, "up {} ms into the probe", t - started);
+        assert_eq!(s.probe_bps(at(t0, t)), None, "no probe once up");
     }
 
     #[test]
-    fn a_failed_step_up_makes_the_next_try_wait_longer() {
+    fn a_probe_that_brings_the_estimate_down_stops_and_the_next_waits_longer() {
         let t0 = Instant::now();
         let mut s = selector(Preference::default(), 700_000, t0);
         let enough = (2_500_000.0 * UP_HEADROOM) as u64;
-        let mut t = 0;
-        let mut waits = Vec::new();
-        let mut since_down = 0;
-        while waits.len() < 4 {
-            let on = s.pick(at(t0, t), enough, false);
-            if on == 0 {
-                waits.push(t - since_down);
+        let (mut t, mut starts) = (0, Vec::new());
+        let mut probing_since = None;
+        while starts.len() < 6 {
+            // The link carries 1 Mbit/s: half a second into a probe the estimate falls.
+            let falls = probing_since.is_some_and(|p| t - p >= 500);
+            let estimate = if falls { 900_000 } else { enough };
+            assert_eq!(s.pick(at(t0, t), estimate, false, Duration::ZERO), 1, "never up on this link");
+            match (probing_since, s.probe_bps(at(t0, t))) {
+                (None, Some(_)) => {
+                    probing_since = Some(t);
+                    starts.push(t);
+                }
+                (Some(_), None) => probing_since = None,
+                _ => {}
+            }
+            t += 50;
+        }
+        let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0] - 500).collect();
+        assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "{gaps:?}");
+        assert!(gaps[0] >= 1900 && gaps[1] >= 3900, "{gaps:?}");
+        assert!(*gaps.last().unwrap() <= MAX_BACKOFF.as_millis() as u64 + 100, "{gaps:?}");
+    }
+
+    #[test]
+    fn a_step_up_that_does_not_hold_makes_the_next_wait_longer() {
+        let t0 = Instant::now();
+        let mut s = selector(Preference::default(), 700_000, t0);
+        let enough = (2_500_000.0 * UP_HEADROOM) as u64;
+        let (mut t, mut ups) = (0, Vec::new());
+        while ups.len() < 4 {
+            if s.pick(at(t0, t), enough, false, Duration::ZERO) == 0 {
+                ups.push(t);
                 // It does not hold: congestion one second later.
                 t += 1000;
-                assert_eq!(s.pick(at(t0, t), enough, true), 1);
-                since_down = t;
+                assert_eq!(s.pick(at(t0, t), enough, true, Duration::ZERO), 1);
             }
-            t += 100;
+            t += 50;
         }
-        assert!(waits.windows(2).skip(1).all(|w| w[1] >= w[0] * 2 - 200), "{waits:?}");
+        let gaps: Vec<u64> = ups.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|w| w[1] > w[0]), "{gaps:?}");
     }
 
     #[test]
@@ -256,21 +330,21 @@ mod tests {
         };
         let mut s = selector(capped, 10_000_000, t0);
         assert_eq!(s.current(), 1);
-        assert_eq!(s.pick(at(t0, 10_000), 10_000_000, false), 1, "never above the cap");
+        assert_eq!(s.pick(at(t0, 10_000), 10_000_000, false, Duration::ZERO), 1, "never above the cap");
         let fixed = Preference {
             choice: Choice::Fixed(1),
             ..Default::default()
         };
         let mut s = selector(fixed, 10_000_000, t0);
         assert_eq!(s.current(), 1);
-        assert_eq!(s.pick(at(t0, 100), 100_000, false), 2, "still follows the link down");
+        assert_eq!(s.pick(at(t0, 100), 100_000, false, Duration::ZERO), 2, "still follows the link down");
         let insisting = Preference {
             choice: Choice::Fixed(0),
             insist: true,
             ..Default::default()
         };
         let mut s = selector(insisting, 100_000, t0);
-        assert_eq!(s.pick(at(t0, 100), 100_000, true), 0);
+        assert_eq!(s.pick(at(t0, 100), 100_000, true, Duration::ZERO), 0);
     }
 
     #[test]
@@ -279,6 +353,7 @@ mod tests {
             estimate_bps: 1_000_000,
             pacing_bps: 960_000,
             queued_packets: 100,
+            queueing: Duration::ZERO,
         };
         assert_eq!(r.queue_delay(), Duration::from_secs(1));
         assert_eq!(Reading::default().queue_delay(), Duration::ZERO);

@@ -10,7 +10,7 @@ use super::adapt::{Preference, Reading, Selector};
 use super::{Feed, MediaFrame, Renditions};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
@@ -21,8 +21,29 @@ use webrtc::media_stream::track_local::TrackLocal;
 /// Video waiting in the viewer's pacer beyond this is not worth sending after: the sender
 /// skips to the next keyframe (and a lower rendition) instead of adding delay.
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(400);
+/// Queueing on the network path beyond this: the link carries less than is sent, whatever
+/// the estimate says yet; move down.
+pub const MAX_PATH_QUEUEING: Duration = Duration::from_millis(200);
 /// A switch whose keyframe has not come by then asks again.
 const SWITCH_RETRY: Duration = Duration::from_secs(1);
+/// Bytes of one filler packet (a probe's padding).
+const FILLER_BYTES: usize = 1100;
+/// Most filler packets after one frame.
+const MAX_FILLERS: usize = 40;
+
+/// A filler-data NAL unit (H.264 type 12, RFC 6184 single NAL unit packet): decoders skip
+/// it, so it pads a frame to probe whether the link carries more. Made once, shared.
+fn filler() -> Bytes {
+    static FILLER: OnceLock<Bytes> = OnceLock::new();
+    FILLER
+        .get_or_init(|| {
+            let mut nal = vec![0xFF; FILLER_BYTES];
+            nal[0] = 0x0C; // forbidden_zero 0, nal_ref_idc 0, type 12 (filler data)
+            nal[FILLER_BYTES - 1] = 0x80; // rbsp trailing bits
+            Bytes::from(nal)
+        })
+        .clone()
+}
 
 /// When a viewer's connection can take media: [`send`] subscribes once ICE is up (so the
 /// IDR it asks for is encoded during the DTLS handshake) and writes once SRTP is keyed.
@@ -146,6 +167,7 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
     let mut seq: u16 = rand::random();
     let mut last_timestamp: Option<u32> = None;
     let mut pending: Option<Pending> = None;
+    let mut last_sent = Instant::now();
     // A decoder can only start at an IDR; until one arrives, P-frames are useless to it.
     let mut need_keyframe = true;
     loop {
@@ -206,8 +228,14 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
 
         // Once per frame: does the link still carry this rendition?
         let reading = link();
-        let congested = reading.queue_delay() > MAX_QUEUE_DELAY;
-        let want = selector.pick(Instant::now(), reading.estimate_bps, congested);
+        let backlog = reading.queue_delay() > MAX_QUEUE_DELAY;
+        let congested = backlog || reading.queueing > MAX_PATH_QUEUEING;
+        let want = selector.pick(
+            Instant::now(),
+            reading.estimate_bps,
+            congested,
+            reading.queueing,
+        );
         if want == current {
             pending = None;
         } else if pending.as_ref().is_none_or(|p| p.index != want) {
@@ -225,7 +253,7 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
                 f.request_keyframe();
             }
         }
-        if congested && !need_keyframe {
+        if backlog && !need_keyframe {
             // Seconds of video would wait in the pacer: drop frames until a keyframe instead
             // (of the lower rendition, if one was chosen above).
             metrics::counter!("whepcast_viewer_congestion_skips_total").increment(1);
@@ -237,7 +265,7 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
             }
         }
         if need_keyframe {
-            if !frame.keyframe || congested {
+            if !frame.keyframe || backlog {
                 continue;
             }
             need_keyframe = false;
@@ -256,11 +284,31 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
             }
         }
         last_timestamp = Some(timestamp);
-        for (i, shared) in frame.packets.iter().enumerate() {
-            let mut packet = shared.clone();
+        // While probing for the next rendition, filler after the frame makes up the rate.
+        let now = Instant::now();
+        let gap = now
+            .duration_since(last_sent)
+            .clamp(Duration::from_millis(10), Duration::from_millis(100));
+        last_sent = now;
+        let fillers = selector.probe_bps(now).map_or(0, |bps| {
+            let frame_bytes: usize = frame.packets.iter().map(|p| p.payload.len()).sum();
+            let wanted = bps as f64 / 8.0 * gap.as_secs_f64() - frame_bytes as f64;
+            ((wanted / FILLER_BYTES as f64).max(0.0) as usize).min(MAX_FILLERS)
+        });
+        let last = frame.packets.len().saturating_sub(1);
+        let extra = (0..fillers).map(|_| rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                ..Default::default()
+            },
+            payload: filler(),
+        });
+        for (i, mut packet) in frame.packets.iter().cloned().chain(extra).enumerate() {
             packet.header.ssrc = stamp.ssrc;
             packet.header.payload_type = stamp.payload_type;
             packet.header.timestamp = timestamp;
+            // The access unit ends with its last filler, if any.
+            packet.header.marker = i == last + fillers;
             if let (0, true, Some(id)) = (i, frame.keyframe, stamp.playout_delay) {
                 // An error (an id this header form cannot carry) only loses the hint.
                 let _ = packet
@@ -283,6 +331,9 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
             }
             bytes_sent.increment(len);
             packets_sent.increment(1);
+        }
+        if fillers > 0 {
+            metrics::counter!("whepcast_probe_bytes_total").increment((fillers * FILLER_BYTES) as u64);
         }
         // Nobody listening (no data channel) is fine.
         let _ = sent.send(frame);

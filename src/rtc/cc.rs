@@ -70,6 +70,9 @@ pub struct Link {
     loss_permille: AtomicU32,
     /// Round-trip time from receiver reports, µs; 0 until measured.
     rtt_us: AtomicU32,
+    /// How much longer packets take to arrive now than the least they took lately: the
+    /// queue building up somewhere on the path, µs (transport-wide feedback only).
+    queueing_us: AtomicU32,
     /// Whether the viewer sends transport-wide feedback (GCC runs) or only reports.
     twcc: AtomicBool,
 }
@@ -90,6 +93,10 @@ impl Link {
     /// Fraction of packets lost recently (0.0-1.0).
     pub fn loss(&self) -> f64 {
         self.loss_permille.load(Relaxed) as f64 / 1000.0
+    }
+    /// Queueing delay on the path (see the field).
+    pub fn queueing(&self) -> Duration {
+        Duration::from_micros(self.queueing_us.load(Relaxed) as u64)
     }
     pub fn rtt(&self) -> Option<Duration> {
         match self.rtt_us.load(Relaxed) {
@@ -209,16 +216,38 @@ pub fn register(
 }
 
 /// An estimator that publishes what it estimates into a [`Link`], and gives the pacer
-/// [`PACING_FACTOR`] times that. Loss is measured here too, over the last second of reports.
+/// [`PACING_FACTOR`] times that.
+///
+/// It also watches what GCC reacts to late: the one-way delay of each packet against the
+/// least seen lately (the path's queue) and the rate at which packets arrive. When the queue
+/// passes [`QUEUE_CAP_DELAY`] (before a bottleneck's buffer overflows, which GCC's delay
+/// detector often waits for), the estimate is capped at 85 % of what arrives, and the cap is
+/// lifted gradually (+8 % each 200 ms) once the queue is gone.
 pub struct Published<E> {
     inner: E,
     link: Arc<Link>,
-    /// (lost, total) per recent report batch, with when it came: the loss window.
+    /// (when, lost, total) per recent report batch: the loss window.
     batches: VecDeque<(Instant, u32, u32)>,
+    /// Departure instants are measured from this.
+    epoch: Option<Instant>,
+    /// Least one-way delay (arrival minus departure, clocks unaligned) in this window and
+    /// the last one, s; the baseline the queueing delay is measured from.
+    min_now: f64,
+    min_before: f64,
+    window_start: Option<Instant>,
+    /// (arrival s, bytes) of recent arrivals, for the rate they arrive at.
+    arrivals: VecDeque<(f64, usize)>,
+    cap: Option<(f64, Instant)>,
 }
 
 /// How far back the published loss fraction looks.
 const LOSS_WINDOW: Duration = Duration::from_secs(1);
+/// The delay baseline is the least of this long and the one before (it follows route changes).
+const BASELINE_WINDOW: Duration = Duration::from_secs(5);
+/// Arrivals over this long give the arriving rate.
+const RATE_WINDOW: f64 = 0.5;
+/// Queueing delay beyond which the estimate is capped to what arrives.
+pub const QUEUE_CAP_DELAY: Duration = Duration::from_millis(100);
 
 impl<E: BandwidthEstimator> Published<E> {
     pub fn new(inner: E, link: Arc<Link>) -> Self {
@@ -226,21 +255,27 @@ impl<E: BandwidthEstimator> Published<E> {
             inner,
             link,
             batches: VecDeque::with_capacity(32),
+            epoch: None,
+            min_now: f64::INFINITY,
+            min_before: f64::INFINITY,
+            window_start: None,
+            arrivals: VecDeque::with_capacity(1024),
+            cap: None,
         }
+    }
+
+    /// The estimate: GCC's, under the delay cap if one is set.
+    fn estimate(&self) -> f64 {
+        let gcc = self.inner.target_bitrate();
+        self.cap.map_or(gcc, |(cap, _)| gcc.min(cap))
     }
 
     fn publish(&self) {
-        self.link.set_estimate(self.inner.target_bitrate());
+        self.link.set_estimate(self.estimate());
     }
-}
 
-impl<E: BandwidthEstimator> BandwidthEstimator for Published<E> {
-    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.inner.on_reports(now, reports);
-        self.publish();
-        if reports.is_empty() {
-            return;
-        }
+    /// Loss over the last second of feedback.
+    fn count_loss(&mut self, now: Instant, reports: &[PacketReport]) {
         let lost = reports.iter().filter(|r| !r.arrived).count() as u32;
         self.batches.push_back((now, lost, reports.len() as u32));
         while self
@@ -255,15 +290,72 @@ impl<E: BandwidthEstimator> BandwidthEstimator for Published<E> {
             .iter()
             .fold((0, 0), |(l, t), (_, bl, bt)| (l + bl, t + bt));
         if total > 0 {
-            self.link
-                .loss_permille
-                .store(lost * 1000 / total, Relaxed);
+            self.link.loss_permille.store(lost * 1000 / total, Relaxed);
         }
+    }
+
+    /// Queueing delay and arriving rate from the reports; sets or lifts the cap.
+    fn watch_delay(&mut self, now: Instant, reports: &[PacketReport]) {
+        let epoch = *self.epoch.get_or_insert(now);
+        let window_start = *self.window_start.get_or_insert(now);
+        if now.duration_since(window_start) > BASELINE_WINDOW {
+            self.min_before = self.min_now;
+            self.min_now = f64::INFINITY;
+            self.window_start = Some(now);
+        }
+        let mut last_owd = None;
+        for r in reports {
+            let Some(arrival) = r.arrival else { continue };
+            let arrival = arrival.as_secs_f64();
+            let departure = r.departure.saturating_duration_since(epoch).as_secs_f64();
+            let owd = arrival - departure;
+            self.min_now = self.min_now.min(owd);
+            last_owd = Some(owd);
+            if self.arrivals.len() == self.arrivals.capacity() {
+                self.arrivals.pop_front();
+            }
+            self.arrivals.push_back((arrival, r.size));
+        }
+        let Some(owd) = last_owd else { return };
+        let newest = self.arrivals.back().map_or(0.0, |a| a.0);
+        while self
+            .arrivals
+            .front()
+            .is_some_and(|a| newest - a.0 > RATE_WINDOW)
+        {
+            self.arrivals.pop_front();
+        }
+        let queueing = (owd - self.min_now.min(self.min_before)).max(0.0);
+        self.link
+            .queueing_us
+            .store((queueing * 1e6).min(u32::MAX as f64) as u32, Relaxed);
+        if queueing > QUEUE_CAP_DELAY.as_secs_f64() {
+            let bytes: usize = self.arrivals.iter().map(|a| a.1).sum();
+            let arriving = bytes as f64 * 8.0 / RATE_WINDOW;
+            let cap = self.cap.map_or(f64::INFINITY, |c| c.0).min(0.85 * arriving);
+            self.cap = Some((cap, now));
+        } else if let Some((cap, since)) = self.cap {
+            if now.duration_since(since) >= Duration::from_millis(200) {
+                let lifted = cap * 1.08;
+                self.cap = (lifted < self.inner.target_bitrate()).then_some((lifted, now));
+            }
+        }
+    }
+}
+
+impl<E: BandwidthEstimator> BandwidthEstimator for Published<E> {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.inner.on_reports(now, reports);
+        if !reports.is_empty() {
+            self.count_loss(now, reports);
+            self.watch_delay(now, reports);
+        }
+        self.publish();
     }
 
     fn target_bitrate(&self) -> f64 {
         // What the CC interceptor hands the pacer.
-        self.inner.target_bitrate() * PACING_FACTOR
+        self.estimate() * PACING_FACTOR
     }
 
     fn handle_timeout(&mut self, now: Instant) {
