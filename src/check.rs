@@ -6,9 +6,9 @@
 //! same configuration. Every encoded frame is decoded again with OpenH264 from the very bytes
 //! written to the file and compared with its source frame (PSNR of luma).
 
-use crate::config::EncodeSettings;
-use crate::encode::{nal_units, EncodeError};
-use crate::frame::I420Frame;
+use crate::config::{EncodeSettings, Rung};
+use crate::encode::{nal_units, EncodeError, Encoder};
+use crate::frame::{I420Frame, ScaleError, Scaler};
 use crate::pipeline::{prepare, StartError};
 use crate::source::{self, FrameInfo, OpenOptions, SourceError, SourceSpec};
 use serde::Serialize;
@@ -40,6 +40,10 @@ pub enum CheckError {
     Decode(#[source] openh264::Error),
     #[error("decoding the output back: frame {0} produced no picture")]
     NoPicture(u64),
+    #[error("scaling to the rendition's size: {0}")]
+    Scale(#[from] ScaleError),
+    #[error(transparent)]
+    Settings(#[from] crate::config::ConfigError),
 }
 
 /// Why the output file could not be written.
@@ -94,6 +98,9 @@ pub struct CheckConfig {
     pub max_bitrate_error: Option<f64>,
     /// Fail unless keyframes sit exactly every `keyint` seconds (set when asked for).
     pub check_keyint: bool,
+    /// Encode this rendition of the source (scaled as `serve` scales it) instead of the
+    /// source as it is.
+    pub rendition: Option<Rung>,
 }
 
 /// One threshold and how it went.
@@ -189,7 +196,22 @@ pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckErr
     let container = Container::from_path(&cfg.out)?;
     let never = tokio_util::sync::CancellationToken::new();
     let source = source::open(&cfg.source, cfg.open, &never).map_err(StartError::from)?;
-    let (mut source, mut encoder, settings) = prepare(source, cfg.settings)?;
+    let (mut source, encoder, source_settings) = prepare(source, cfg.settings)?;
+    // A rendition: the source's pictures scaled to its size, encoded at its rate.
+    let (mut encoder, settings) = match cfg.rendition {
+        None => (encoder, source_settings),
+        Some(rung) => {
+            let s = EncodeSettings {
+                size: rung.size_for(source_settings.size),
+                bitrate: rung.bitrate,
+                ..source_settings
+            };
+            s.validate()?;
+            (Encoder::new(s)?, s)
+        }
+    };
+    let mut scaler = Scaler::default();
+    let mut scaled = I420Frame::new(settings.size);
     let mut decoder = openh264::decoder::Decoder::new().map_err(CheckError::Decode)?;
     let write_err = |err: WriteError| CheckError::Write {
         path: cfg.out.display().to_string(),
@@ -197,7 +219,7 @@ pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckErr
     };
     let mut sink = Sink::create(&cfg.out, container, settings).map_err(write_err)?;
 
-    let mut frame = I420Frame::new(settings.size);
+    let mut frame = I420Frame::new(source_settings.size);
     let mut psnr = Vec::with_capacity(cfg.frames as usize);
     let mut keyframes = Vec::new();
     let mut bytes = 0u64;
@@ -213,8 +235,14 @@ pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckErr
         if source.fill(&mut frame, info)? == source::Fill::Ended {
             break;
         }
+        let picture = if settings.size == frame.size() {
+            &frame
+        } else {
+            scaler.scale(&frame, &mut scaled, settings.size)?;
+            &scaled
+        };
         let t = Instant::now();
-        let out = encoder.encode(&frame)?;
+        let out = encoder.encode(picture)?;
         encode_time += t.elapsed();
         if out.keyframe {
             keyframes.push(n);
@@ -230,7 +258,7 @@ pub fn run(cfg: &CheckConfig, progress: Progress<'_>) -> Result<Report, CheckErr
             .decode(out.annexb)
             .map_err(CheckError::Decode)?
             .ok_or(CheckError::NoPicture(n))?;
-        psnr.push(psnr_y(&frame, &decoded));
+        psnr.push(psnr_y(picture, &decoded));
         progress(n + 1, cfg.frames);
     }
     let file_bytes = sink.finish().map_err(write_err)?;

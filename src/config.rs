@@ -339,7 +339,10 @@ mod tests {
     fn the_default_ladder_halves_and_quarters_the_picture_and_stops_for_small_ones() {
         let hd = Size::new(1280, 720).unwrap();
         let rungs = Ladder::Auto.rungs(hd, Bitrate(2_500_000));
-        let got: Vec<(Size, u32)> = rungs.iter().map(|r| (r.size_for(hd), r.bitrate.bps())).collect();
+        let got: Vec<(Size, u32)> = rungs
+            .iter()
+            .map(|r| (r.size_for(hd), r.bitrate.bps()))
+            .collect();
         assert_eq!(
             got,
             [
@@ -350,28 +353,51 @@ mod tests {
         );
         let small = Size::new(320, 240).unwrap();
         assert_eq!(Ladder::Auto.rungs(small, Bitrate(500_000)).len(), 2);
-        assert_eq!(Ladder::Auto.rungs(Size::new(160, 120).unwrap(), Bitrate(500_000)).len(), 1);
+        assert_eq!(
+            Ladder::Auto
+                .rungs(Size::new(160, 120).unwrap(), Bitrate(500_000))
+                .len(),
+            1
+        );
         // Odd halves are rounded down to even.
         let odd = Size::new(1366, 766).unwrap();
-        assert_eq!(Rung { size: RungSize::Fraction(2), bitrate: Bitrate(1000) }.size_for(odd), Size::new(682, 382).unwrap());
+        assert_eq!(
+            Rung {
+                size: RungSize::Fraction(2),
+                bitrate: Bitrate(1000)
+            }
+            .size_for(odd),
+            Size::new(682, 382).unwrap()
+        );
         assert_eq!(Ladder::Single.rungs(hd, Bitrate(2_500_000)).len(), 1);
     }
 
     #[test]
     fn ladders_parse_sorted_and_refuse_what_cannot_be_encoded() {
         let l: Ladder = "640x360@700k,1280x720@2500k/320x180@200k".parse().unwrap();
-        let Ladder::Fixed(rungs) = l else { panic!("fixed") };
+        let Ladder::Fixed(rungs) = l else {
+            panic!("fixed")
+        };
         let rates: Vec<u32> = rungs.iter().map(|r| r.bitrate.bps()).collect();
         assert_eq!(rates, [2_500_000, 700_000, 200_000]);
         assert_eq!("none".parse::<Ladder>().unwrap(), Ladder::Single);
         assert_eq!("auto".parse::<Ladder>().unwrap(), Ladder::Auto);
-        for bad in ["640x360", "641x360@700k", "640x360@fast", "a@b", "640x360@1k"] {
+        for bad in [
+            "640x360",
+            "641x360@700k",
+            "640x360@fast",
+            "a@b",
+            "640x360@1k",
+        ] {
             let e = bad.parse::<Ladder>().unwrap_err();
             assert!(!e.to_string().is_empty(), "{bad}");
         }
         let dup = "640x360@700k,320x180@700k".parse::<Ladder>().unwrap_err();
         assert!(dup.to_string().contains("700k"), "{dup}");
         let many = vec!["160x90@100k"; 7].join(",");
-        assert!(matches!(many.parse::<Ladder>(), Err(ConfigError::LadderLength(_))));
+        assert!(matches!(
+            many.parse::<Ladder>(),
+            Err(ConfigError::LadderLength(_))
+        ));
     }
 }

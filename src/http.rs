@@ -195,7 +195,9 @@ impl From<WhepQuery> for whep::Wishes {
         whep::Wishes {
             rendition: q.rendition,
             max_bitrate: q.max_bitrate,
-            insist: q.insist.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
+            insist: q
+                .insist
+                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
         }
     }
 }
@@ -457,6 +459,20 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         for (metric, value) in totals {
             metrics::counter!(metric, "stream" => name.clone())
                 .absolute(value.load(Ordering::Relaxed));
+        }
+        // Per rendition: who receives it, and what it cost.
+        for r in p.renditions() {
+            let labels = [
+                ("stream", name.clone()),
+                ("rendition", r.feed.size().to_string()),
+            ];
+            metrics::gauge!("whepcast_rendition_viewers", &labels).set(r.feed.viewers() as f64);
+            metrics::counter!("whepcast_rendition_frames_encoded_total", &labels)
+                .absolute(r.stats.frames_encoded.load(Ordering::Relaxed));
+            metrics::counter!("whepcast_rendition_bytes_encoded_total", &labels)
+                .absolute(r.stats.bytes_encoded.load(Ordering::Relaxed));
+            metrics::counter!("whepcast_rendition_keyframes_total", &labels)
+                .absolute(r.stats.keyframes.load(Ordering::Relaxed));
         }
     }
     metrics::gauge!("whepcast_sessions_active").set(state.sessions.counts().active as f64);

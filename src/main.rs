@@ -65,6 +65,10 @@ struct EncodeArgs {
     /// Fail when the achieved bit rate is off the target by more than this many percent.
     #[arg(long)]
     max_bitrate_error: Option<f64>,
+    /// Encode every rendition of this ladder (as `serve --ladder`), each checked on its own:
+    /// the first is written to --out, rendition N to OUT-rN.EXT; the report lists them all.
+    #[arg(long)]
+    ladder: Option<Ladder>,
 }
 
 #[derive(clap::Args)]
@@ -189,7 +193,7 @@ fn encode(args: EncodeArgs) -> std::process::ExitCode {
         return usage(e.to_string());
     }
     let config = CheckConfig {
-        source: args.source,
+        source: args.source.clone(),
         open: OpenOptions {
             size: args.size,
             pixel_format: Some(args.pixel_format),
@@ -201,49 +205,84 @@ fn encode(args: EncodeArgs) -> std::process::ExitCode {
             keyint: args.keyint.unwrap_or(2.0),
         },
         frames: args.frames,
-        out: args.out,
+        out: args.out.clone(),
         min_psnr: args.min_psnr,
         max_bitrate_error: args.max_bitrate_error,
         check_keyint: args.keyint.is_some(),
+        rendition: None,
     };
     if let Err(e) = config.settings.validate() {
         return usage(e.to_string());
     }
-    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(config.frames);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} frames, {per_sec}, eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
-    let mut last_line = 0u64;
+    // One check per rendition; without --ladder, the source as it is.
+    let configs: Vec<CheckConfig> = match &args.ladder {
+        None => vec![config],
+        Some(ladder) => ladder
+            .rungs(config.settings.size, config.settings.bitrate)
+            .into_iter()
+            .enumerate()
+            .map(|(i, rung)| CheckConfig {
+                rendition: Some(rung),
+                out: if i == 0 {
+                    config.out.clone()
+                } else {
+                    rendition_path(&config.out, i)
+                },
+                ..config.clone()
+            })
+            .collect(),
+    };
     let quiet = args.json;
-    let mut progress = |done: u64, total: u64| match &bar {
-        Some(b) => b.set_position(done),
-        // Not a terminal (CI logs): a plain line every 10 %.
-        None if !quiet && (done * 10 / total > last_line || done == total) => {
-            last_line = done * 10 / total;
-            eprintln!("encoded {done}/{total} frames");
+    let mut reports = Vec::new();
+    for config in &configs {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(config.frames);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} frames, {per_sec}, eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let mut last_line = 0u64;
+        let mut progress = |done: u64, total: u64| match &bar {
+            Some(b) => b.set_position(done),
+            // Not a terminal (CI logs): a plain line every 10 %.
+            None if !quiet && (done * 10 / total > last_line || done == total) => {
+                last_line = done * 10 / total;
+                eprintln!("encoded {done}/{total} frames");
+            }
+            None => {}
+        };
+        let report = match check::run(config, &mut progress) {
+            Ok(r) => r,
+            Err(
+                e @ (CheckError::Start(_)
+                | CheckError::Container(_)
+                | CheckError::NoFrames
+                | CheckError::Settings(_)),
+            ) => return usage(e.to_string()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        if let Some(b) = bar {
+            b.finish_and_clear();
         }
-        None => {}
-    };
-    let report = match check::run(&config, &mut progress) {
-        Ok(r) => r,
-        Err(e @ (CheckError::Start(_) | CheckError::Container(_) | CheckError::NoFrames)) => {
-            return usage(e.to_string())
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    if let Some(b) = bar {
-        b.finish_and_clear();
+        reports.push(report);
     }
-    let json = match serde_json::to_string_pretty(&report) {
+    let passed = reports.iter().all(|r| r.passed);
+    let json = if args.ladder.is_some() {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "renditions": reports,
+            "passed": passed,
+        }))
+    } else {
+        serde_json::to_string_pretty(&reports[0])
+    };
+    let json = match json {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: {e}");
@@ -259,16 +298,35 @@ fn encode(args: EncodeArgs) -> std::process::ExitCode {
     if args.json {
         println!("{json}");
     } else {
-        print!("{}", report.human());
+        for (i, report) in reports.iter().enumerate() {
+            if reports.len() > 1 {
+                println!("rendition {i}: {}x{}", report.width, report.height);
+            }
+            print!("{}", report.human());
+        }
     }
-    for c in report.checks.iter().filter(|c| !c.passed) {
-        eprintln!("check failed: {} — {}", c.name, c.detail);
+    for report in &reports {
+        let which = if reports.len() > 1 {
+            format!(" ({}x{})", report.width, report.height)
+        } else {
+            String::new()
+        };
+        for c in report.checks.iter().filter(|c| !c.passed) {
+            eprintln!("check failed{which}: {} — {}", c.name, c.detail);
+        }
     }
-    if report.passed {
+    if passed {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
     }
+}
+
+/// `out.mp4` -> `out-r1.mp4`: where rendition `index` of `--ladder` is written.
+fn rendition_path(out: &std::path::Path, index: usize) -> std::path::PathBuf {
+    let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
+    let ext = out.extension().and_then(|s| s.to_str()).unwrap_or("h264");
+    out.with_file_name(format!("{stem}-r{index}.{ext}"))
 }
 
 /// `--stream NAME=SOURCE[,key=value...]`.

@@ -14,7 +14,7 @@
 use crate::config::{EncodeSettings, Ladder, Rung, Size};
 use crate::encode::{self, EncodeError, Encoder};
 use crate::fanout::{self, MediaFrame, Packetizer, Publisher, Renditions};
-use crate::frame::{Canvas, I420Frame};
+use crate::frame::{Canvas, I420Frame, Scaler};
 use crate::source::{Fill, FrameInfo, Source, SourceError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -245,7 +245,10 @@ impl Pipeline {
             p.set_size(rung.size_for(settings.size));
         }
         let shared = Arc::new(Shared {
-            rendition_stats: publishers.iter().map(|_| RenditionStats::default()).collect(),
+            rendition_stats: publishers
+                .iter()
+                .map(|_| RenditionStats::default())
+                .collect(),
             rungs,
             publishers,
             renditions,
@@ -387,7 +390,7 @@ struct EncodeStage {
     shared: Arc<Shared>,
     encode_seconds: metrics::Histogram,
     renditions: Vec<RenditionEncoder>,
-    resizer: fast_image_resize::Resizer,
+    scaler: Scaler,
 }
 
 /// One rendition's encoder state. Its encoder is made when a viewer first needs it.
@@ -700,7 +703,7 @@ impl EncodeStage {
             shared,
             encode_seconds,
             renditions,
-            resizer: fast_image_resize::Resizer::new(),
+            scaler: Scaler::default(),
         }
     }
 
@@ -722,8 +725,9 @@ impl EncodeStage {
             let picture = if size == frame.size() {
                 frame
             } else {
-                match scale(&mut self.resizer, frame, r.scaled.get_or_insert_with(|| I420Frame::new(size)), size) {
-                    Ok(p) => p,
+                let scaled = r.scaled.get_or_insert_with(|| I420Frame::new(size));
+                match self.scaler.scale(frame, scaled, size) {
+                    Ok(()) => &*scaled,
                     Err(e) => {
                         tracing::error!("cannot scale to {size}: {e}");
                         continue;
@@ -781,7 +785,11 @@ impl EncodeStage {
             stats.bytes_encoded.fetch_add(bytes, Ordering::Relaxed);
             encoded_any = true;
             if media.keyframe {
-                tracing::debug!("keyframe {} at {size} took {:?}", job.number, started.elapsed());
+                tracing::debug!(
+                    "keyframe {} at {size} took {:?}",
+                    job.number,
+                    started.elapsed()
+                );
                 own.keyframes.fetch_add(1, Ordering::Relaxed);
                 keyframe_any = true;
                 r.last_key = Some(job.captured);
@@ -805,46 +813,6 @@ impl EncodeStage {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         self.encode_seconds.record(took.as_secs_f64());
     }
-}
-
-/// Scales `src` into `dst` (made `size` if it is not), plane by plane, with a SIMD
-/// convolution (bilinear: smooth enough for 2x and 4x, and cheap).
-fn scale<'a>(
-    resizer: &mut fast_image_resize::Resizer,
-    src: &I420Frame,
-    dst: &'a mut I420Frame,
-    size: Size,
-) -> Result<&'a I420Frame, ScaleError> {
-    use fast_image_resize::{
-        images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions,
-    };
-    if dst.size() != size {
-        *dst = I420Frame::new(size);
-    }
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    let (from, to) = (src.size(), size);
-    let (sy, su, sv) = src.planes();
-    let (dy, du, dv) = dst.planes_mut();
-    let planes = [
-        (sy, dy, from.width, from.height, to.width, to.height),
-        (su, du, from.width / 2, from.height / 2, to.width / 2, to.height / 2),
-        (sv, dv, from.width / 2, from.height / 2, to.width / 2, to.height / 2),
-    ];
-    for (s, d, sw, sh, dw, dh) in planes {
-        let from = ImageRef::new(sw, sh, s, PixelType::U8)?;
-        let mut to = Image::from_slice_u8(dw, dh, d, PixelType::U8)?;
-        resizer.resize(&from, &mut to, &options)?;
-    }
-    Ok(dst)
-}
-
-/// Why a picture could not be scaled (planes that do not match their size: a bug).
-#[derive(Debug, thiserror::Error)]
-enum ScaleError {
-    #[error(transparent)]
-    Buffer(#[from] fast_image_resize::ImageBufferError),
-    #[error(transparent)]
-    Resize(#[from] fast_image_resize::ResizeError),
 }
 
 /// Encodes `frame` and packetizes it once.

@@ -245,12 +245,10 @@ impl Server {
         let mut streams = Vec::new();
         let mut statuses = Vec::new();
         for s in config.streams {
-            let pipeline =
-                Pipeline::start(&s.name, s.label.clone(), s.open, s.settings, &s.ladder).map_err(|err| {
-                    ServeError::Stream {
-                        name: s.name.clone(),
-                        err,
-                    }
+            let pipeline = Pipeline::start(&s.name, s.label.clone(), s.open, s.settings, &s.ladder)
+                .map_err(|err| ServeError::Stream {
+                    name: s.name.clone(),
+                    err,
                 })?;
             let settings = *pipeline.status().settings();
             tracing::info!(

@@ -261,16 +261,29 @@ mod tests {
         while s.pick(at(t0, t), enough, false, Duration::ZERO) == 1 {
             if let Some(p) = s.probe_bps(at(t0, t)) {
                 let since = *started.get_or_insert(t);
-                assert!(since >= FIRST_BACKOFF.as_millis() as u64, "no probe right after joining");
-                assert!(p >= last_probe && (625_000..=2_500_000).contains(&p), "{p} at {t}");
+                assert!(
+                    since >= FIRST_BACKOFF.as_millis() as u64,
+                    "no probe right after joining"
+                );
+                assert!(
+                    p >= last_probe && (625_000..=2_500_000).contains(&p),
+                    "{p} at {t}"
+                );
                 last_probe = p;
             }
             t += 50;
             assert!(t < 10_000, "never moved up");
         }
         let started = started.expect("probed before moving up");
-        assert_eq!(last_probe, 2_500_000, "the probe reached the next rendition's rate");
-        assert!(t - started >= UP_HOLD.as_millis() as u64, "up {} ms into the probe", t - started);
+        assert_eq!(
+            last_probe, 2_500_000,
+            "the probe reached the next rendition's rate"
+        );
+        assert!(
+            t - started >= UP_HOLD.as_millis() as u64,
+            "up {} ms into the probe",
+            t - started
+        );
         assert_eq!(s.probe_bps(at(t0, t)), None, "no probe once up");
     }
 
@@ -285,7 +298,11 @@ mod tests {
             // The link carries 1 Mbit/s: half a second into a probe the estimate falls.
             let falls = probing_since.is_some_and(|p| t - p >= 500);
             let estimate = if falls { 900_000 } else { enough };
-            assert_eq!(s.pick(at(t0, t), estimate, false, Duration::ZERO), 1, "never up on this link");
+            assert_eq!(
+                s.pick(at(t0, t), estimate, false, Duration::ZERO),
+                1,
+                "never up on this link"
+            );
             match (probing_since, s.probe_bps(at(t0, t))) {
                 (None, Some(_)) => {
                     probing_since = Some(t);
@@ -299,7 +316,10 @@ mod tests {
         let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0] - 500).collect();
         assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "{gaps:?}");
         assert!(gaps[0] >= 1900 && gaps[1] >= 3900, "{gaps:?}");
-        assert!(*gaps.last().unwrap() <= MAX_BACKOFF.as_millis() as u64 + 100, "{gaps:?}");
+        assert!(
+            *gaps.last().unwrap() <= MAX_BACKOFF.as_millis() as u64 + 100,
+            "{gaps:?}"
+        );
     }
 
     #[test]
@@ -330,14 +350,22 @@ mod tests {
         };
         let mut s = selector(capped, 10_000_000, t0);
         assert_eq!(s.current(), 1);
-        assert_eq!(s.pick(at(t0, 10_000), 10_000_000, false, Duration::ZERO), 1, "never above the cap");
+        assert_eq!(
+            s.pick(at(t0, 10_000), 10_000_000, false, Duration::ZERO),
+            1,
+            "never above the cap"
+        );
         let fixed = Preference {
             choice: Choice::Fixed(1),
             ..Default::default()
         };
         let mut s = selector(fixed, 10_000_000, t0);
         assert_eq!(s.current(), 1);
-        assert_eq!(s.pick(at(t0, 100), 100_000, false, Duration::ZERO), 2, "still follows the link down");
+        assert_eq!(
+            s.pick(at(t0, 100), 100_000, false, Duration::ZERO),
+            2,
+            "still follows the link down"
+        );
         let insisting = Preference {
             choice: Choice::Fixed(0),
             insist: true,

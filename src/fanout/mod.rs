@@ -20,11 +20,11 @@ mod send;
 pub use adapt::{Choice, Preference, Reading, Selector, UP_HEADROOM};
 pub use send::{send, Readiness, Stamp, Viewer, Viewing};
 
+use crate::config::Size;
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packetizer::Payloader;
-use crate::config::Size;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -177,9 +177,10 @@ impl Renditions {
 impl Publisher {
     /// The picture size of the frames published from now on.
     pub fn set_size(&self, size: Size) {
-        self.shared
-            .size
-            .store((size.width as u64) << 32 | size.height as u64, Ordering::Relaxed);
+        self.shared.size.store(
+            (size.width as u64) << 32 | size.height as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// The rate this rendition is encoded at.

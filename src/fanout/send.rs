@@ -247,7 +247,10 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
                 });
                 f.request_keyframe();
             }
-        } else if let Some(p) = pending.as_mut().filter(|p| p.asked.elapsed() > SWITCH_RETRY) {
+        } else if let Some(p) = pending
+            .as_mut()
+            .filter(|p| p.asked.elapsed() > SWITCH_RETRY)
+        {
             p.asked = Instant::now();
             if let Some(f) = renditions.get(p.index) {
                 f.request_keyframe();
@@ -333,7 +336,8 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
             packets_sent.increment(1);
         }
         if fillers > 0 {
-            metrics::counter!("whepcast_probe_bytes_total").increment((fillers * FILLER_BYTES) as u64);
+            metrics::counter!("whepcast_probe_bytes_total")
+                .increment((fillers * FILLER_BYTES) as u64);
         }
         // Nobody listening (no data channel) is fine.
         let _ = sent.send(frame);

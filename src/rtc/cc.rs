@@ -19,17 +19,16 @@
 
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
-    NackResponderBuilder, NackResponderInterceptor, Packet, PacerBuilder, PacerInterceptor,
+    NackResponderBuilder, NackResponderInterceptor, PacerBuilder, PacerInterceptor, Packet,
     PacketReport, Registry, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_GOOG_REMB,
-    TYPE_RTCP_FB_NACK,
-    TYPE_RTCP_FB_TRANSPORT_CC,
+    TYPE_RTCP_FB_NACK, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -605,8 +604,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Receipts {
                 let any = p.as_any();
                 if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                     self.on_report(msg.now, rr);
-                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
-                {
+                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                     if self.estimates && remb.bitrate.is_finite() && remb.bitrate > 0.0 {
                         self.remb = Some(remb.bitrate as f64);
                         self.publish();

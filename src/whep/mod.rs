@@ -289,11 +289,14 @@ impl Wishes {
             ..Default::default()
         };
         if let Some(r) = self.rendition.as_deref().filter(|r| *r != "auto") {
-            let index = stream.renditions.find(r).ok_or_else(|| WhepError::UnknownRendition {
-                stream: stream.name.clone(),
-                given: r.chars().take(40).collect(),
-                known: stream.renditions.labels().join(", "),
-            })?;
+            let index = stream
+                .renditions
+                .find(r)
+                .ok_or_else(|| WhepError::UnknownRendition {
+                    stream: stream.name.clone(),
+                    given: r.chars().take(40).collect(),
+                    known: stream.renditions.labels().join(", "),
+                })?;
             p.choice = fanout::Choice::Fixed(index);
         }
         if let Some(m) = &self.max_bitrate {
@@ -416,14 +419,20 @@ impl Sessions {
         let remote_ufrag = sdpfrag::ufrag_of(&offer_sdp);
         let link = Arc::new(rtc::cc::Link::default());
         let bounds = bounds(&stream.renditions);
-        let (pc, port) = rtc::new_peer_connection(&self.inner.rtc, &choice, handler.clone(), &link, bounds)
-            .await
-            .inspect_err(|e| {
-                if matches!(e, RtcError::NoPorts(_)) {
-                    metrics::counter!("whepcast_sessions_refused_total", "reason" => "no UDP port")
-                        .increment(1);
-                }
-            })?;
+        let (pc, port) = rtc::new_peer_connection(
+            &self.inner.rtc,
+            &choice,
+            handler.clone(),
+            &link,
+            bounds,
+        )
+        .await
+        .inspect_err(|e| {
+            if matches!(e, RtcError::NoPorts(_)) {
+                metrics::counter!("whepcast_sessions_refused_total", "reason" => "no UDP port")
+                    .increment(1);
+            }
+        })?;
         let answered = match rtc::answer(
             &pc,
             &choice,

@@ -218,3 +218,86 @@ fn json_flag_prints_the_report_alone() {
     assert_eq!(r["frames"], 10);
     assert_eq!(r["width"], 320);
 }
+
+/// `--ladder`: every rendition is scaled and encoded as `serve` does, written to its own file
+/// that ffprobe reads at that size, and checked on its own; a threshold one rendition misses
+/// fails the run.
+#[test]
+fn the_ladder_encodes_every_rendition_at_its_size_and_rate() {
+    let out = tmp("ladder.mp4");
+    let o = whepcast_encode(&[
+        "--source",
+        "pattern",
+        "--frames",
+        "30",
+        "--ladder",
+        "auto",
+        "--max-bitrate-error",
+        "60",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let renditions = report["renditions"]
+        .as_array()
+        .expect("one report per rendition");
+    let sizes: Vec<(u64, u64, u64)> = renditions
+        .iter()
+        .map(|r| {
+            (
+                r["width"].as_u64().unwrap(),
+                r["height"].as_u64().unwrap(),
+                r["target_bitrate"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            (1280, 720, 2_500_000),
+            (640, 360, 625_000),
+            (320, 180, 208_000)
+        ]
+    );
+    for (i, (w, h, _)) in sizes.iter().enumerate() {
+        let path = if i == 0 {
+            out.clone()
+        } else {
+            tmp(&format!("ladder-r{i}.mp4"))
+        };
+        let probe = ffprobe(&path);
+        let stream = &probe["streams"][0];
+        assert_eq!(
+            (stream["width"].as_u64(), stream["height"].as_u64()),
+            (Some(*w), Some(*h))
+        );
+        assert_eq!(stream["nb_read_frames"].as_str(), Some("30"), "{path:?}");
+        // Scaled, not garbage: each rendition decodes close to its scaled source.
+        assert!(
+            renditions[i]["psnr_y"]["mean"].as_f64().unwrap() > 30.0,
+            "{i}"
+        );
+    }
+    // A smaller rendition cannot reach what the full size does: one failing check fails all.
+    let strict = whepcast_encode(&[
+        "--source",
+        "pattern",
+        "--frames",
+        "10",
+        "--ladder",
+        "1280x720@2500k,320x180@200k",
+        "--min-psnr",
+        "45",
+        "--out",
+        tmp("strict.h264").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        strict.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&strict.stdout)
+    );
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("check failed (320x180): min-psnr"));
+}
