@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks on a release build, inside a loopback-only network namespace, side by
 # side with the GStreamer reference broadcaster when ../shared/peers is present.
-#   scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|all] [args...]
+#   scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|all] [args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}; shift || true
@@ -28,6 +28,12 @@ case $what in
     # (benches/crowd.py --help for the options, e.g. --rounds 3, --server-log DIR).
     py=$(bash scripts/setup-bench-py.sh)
     netns "$py benches/crowd.py --whepcast-bin target/release/whepcast $*" ;;
+  shaped)
+    # One headless Chromium through a shaped link (scripts/shape.sh: server, router and viewer
+    # namespaces, rate and loss on the router), per link, whepcast and with --ref the reference
+    # (benches/shaped.mjs has the options, e.g. --quick, --links 1mbit:1,drop, --seconds 30).
+    # Needs root: run as another user, the namespaces cannot be made.
+    netns "WHEPCAST_BIN=target/release/whepcast node benches/shaped.mjs $*" ;;
   capture)
     # A 1920x1080 X display with a static plaid root (an idle desktop: capture costs the
     # same whatever is shown; encoding a still screen is cheap).
@@ -42,5 +48,5 @@ case $what in
     netns "cargo bench --locked --offline --bench fanout -- 0,1,8 10"
     netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs 10"
     ;;
-  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|all]" >&2; exit 2 ;;
 esac

@@ -40,7 +40,8 @@ export function statItems(state) {
   return [
     `${state.width}×${state.height}`,
     link?.rendition ? `rendition ${link.rendition}${state.quality && state.quality !== "auto" ? " (chosen)" : " (auto)"}` : "",
-    link?.estimateBps ? `link ≈ ${mbps(link.estimateBps)}` : "",
+    // The estimate as far as arrivals bear it out (the server moves up on the same rule).
+    link?.estimateBps ? `link ≈ ${mbps(link.arrivingBps ? Math.min(link.estimateBps, 1.5 * link.arrivingBps) : link.estimateBps)}` : "",
     `${Number(state.fps).toFixed(0)} fps`,
     `${state.kbps} kbps`,
     `lost ${state.packetsLost}`,

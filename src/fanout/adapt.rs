@@ -29,6 +29,24 @@ pub struct Reading {
     pub queued_packets: usize,
     /// Queueing delay on the network path (one-way delay over its recent least).
     pub queueing: Duration,
+    /// Bits per second arriving at the viewer lately; 0 when unknown.
+    pub arriving_bps: u64,
+}
+
+/// How far above what arrives the estimate is believed: GCC raises its estimate while
+/// nothing goes wrong, also while a viewer receives far less, so moving up takes arrivals
+/// (a probe's) that bear it out.
+pub const BELIEVED_ABOVE_ARRIVING: f64 = 1.5;
+
+impl Reading {
+    /// The estimate, as far as arrivals bear it out.
+    pub fn proven_bps(&self) -> u64 {
+        if self.arriving_bps == 0 {
+            return self.estimate_bps;
+        }
+        self.estimate_bps
+            .min((self.arriving_bps as f64 * BELIEVED_ABOVE_ARRIVING) as u64)
+    }
 }
 
 impl Reading {
@@ -138,18 +156,13 @@ impl Selector {
     }
 
     /// The rendition to be on now. `congested` (too much video waits in the pacer or on the
-    /// path) moves down one step whatever the estimate says; `queueing` (on the path) stops a
+    /// path) moves down one step whatever the estimate says; queueing on the path stops a
     /// probe.
-    pub fn pick(
-        &mut self,
-        now: Instant,
-        estimate_bps: u64,
-        congested: bool,
-        queueing: Duration,
-    ) -> usize {
+    pub fn pick(&mut self, now: Instant, link: &Reading, congested: bool) -> usize {
         if self.insist || self.rates.len() < 2 {
             return self.current;
         }
+        let estimate_bps = link.estimate_bps;
         let estimate = estimate_bps as f64;
         let last = self.rates.len() - 1;
         let mut down_to = None;
@@ -171,23 +184,32 @@ impl Selector {
             self.last_up = None;
             self.backoff = FIRST_BACKOFF;
         }
-        let next_fits = self.current > self.ceiling
-            && estimate >= self.rates[self.current - 1] as f64 * UP_HEADROOM;
-        let full = congested || queueing > PROBE_MAX_QUEUEING;
+        let Some(next) = self.current.checked_sub(1).filter(|&n| n >= self.ceiling) else {
+            self.probing = None;
+            return self.current;
+        };
+        let wanted = self.rates[next] as f64 * UP_HEADROOM;
+        let full = congested || link.queueing > PROBE_MAX_QUEUEING;
         match self.probing {
-            Some(since) if !next_fits || full => {
-                // The probe made the estimate fall: the link cannot carry the next one.
-                let _ = since;
+            Some(_) if full => {
+                // The path queues: it carries no more than it gets now.
                 self.probing = None;
                 self.failed(now);
             }
             Some(since) if now.duration_since(since) >= UP_HOLD => {
                 self.probing = None;
-                self.current -= 1;
-                self.last_up = Some(now);
+                if link.proven_bps() as f64 >= wanted {
+                    self.current = next;
+                    self.last_up = Some(now);
+                } else {
+                    // The probe's bits did not arrive at its rate.
+                    self.failed(now);
+                }
             }
             Some(_) => {}
-            None if next_fits && !full && now >= self.not_before => self.probing = Some(now),
+            None if estimate >= wanted && !full && now >= self.not_before => {
+                self.probing = Some(now)
+            }
             None => {}
         }
         self.current
@@ -231,6 +253,14 @@ mod tests {
 
     const LADDER: [u32; 3] = [2_500_000, 625_000, 208_000];
 
+    /// A reading with this estimate that arrivals bear out.
+    fn est(estimate_bps: u64) -> Reading {
+        Reading {
+            estimate_bps,
+            ..Default::default()
+        }
+    }
+
     fn selector(pref: Preference, estimate: u64, t0: Instant) -> Selector {
         Selector::new(LADDER.to_vec(), pref, estimate, t0)
     }
@@ -245,10 +275,10 @@ mod tests {
         let mut s = selector(Preference::default(), 3_000_000, t0);
         assert_eq!(s.current(), 0);
         // The link turns out to carry 900 kbit/s: straight to the rendition that fits.
-        assert_eq!(s.pick(at(t0, 500), 900_000, false, Duration::ZERO), 1);
-        assert_eq!(s.pick(at(t0, 600), 150_000, false, Duration::ZERO), 2);
+        assert_eq!(s.pick(at(t0, 500), &est(900_000), false), 1);
+        assert_eq!(s.pick(at(t0, 600), &est(150_000), false), 2);
         // Nothing lower to go to.
-        assert_eq!(s.pick(at(t0, 700), 50_000, true, Duration::ZERO), 2);
+        assert_eq!(s.pick(at(t0, 700), &est(50_000), true), 2);
     }
 
     #[test]
@@ -258,7 +288,7 @@ mod tests {
         assert_eq!(s.current(), 1);
         let enough = (2_500_000.0 * UP_HEADROOM) as u64;
         let (mut t, mut started, mut last_probe) = (0, None, 0);
-        while s.pick(at(t0, t), enough, false, Duration::ZERO) == 1 {
+        while s.pick(at(t0, t), &est(enough), false) == 1 {
             if let Some(p) = s.probe_bps(at(t0, t)) {
                 let since = *started.get_or_insert(t);
                 assert!(
@@ -288,18 +318,22 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_that_brings_the_estimate_down_stops_and_the_next_waits_longer() {
+    fn a_probe_that_makes_the_path_queue_stops_and_the_next_waits_longer() {
         let t0 = Instant::now();
         let mut s = selector(Preference::default(), 700_000, t0);
         let enough = (2_500_000.0 * UP_HEADROOM) as u64;
         let (mut t, mut starts) = (0, Vec::new());
         let mut probing_since = None;
         while starts.len() < 6 {
-            // The link carries 1 Mbit/s: half a second into a probe the estimate falls.
+            // The link carries 1 Mbit/s: half a second into a probe the path queues.
             let falls = probing_since.is_some_and(|p| t - p >= 500);
-            let estimate = if falls { 900_000 } else { enough };
+            let reading = Reading {
+                estimate_bps: enough,
+                queueing: Duration::from_millis(if falls { 40 } else { 0 }),
+                ..Default::default()
+            };
             assert_eq!(
-                s.pick(at(t0, t), estimate, false, Duration::ZERO),
+                s.pick(at(t0, t), &reading, false),
                 1,
                 "never up on this link"
             );
@@ -323,17 +357,44 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_whose_bits_do_not_arrive_at_the_next_rate_does_not_move_up() {
+        let t0 = Instant::now();
+        let mut s = selector(Preference::default(), 700_000, t0);
+        // GCC's estimate says 5 Mbit/s, but what arrives stays at 1 Mbit/s.
+        let reading = Reading {
+            estimate_bps: 5_000_000,
+            arriving_bps: 1_000_000,
+            ..Default::default()
+        };
+        let (mut probes, mut was) = (0, false);
+        for t in (0..30_000).step_by(50) {
+            assert_eq!(s.pick(at(t0, t), &reading, false), 1);
+            let probing = s.probe_bps(at(t0, t)).is_some();
+            probes += usize::from(probing && !was);
+            was = probing;
+        }
+        assert!(probes >= 2, "it keeps trying, with backoff: {probes}");
+        // The same probe whose bits arrive moves up.
+        let mut s = selector(Preference::default(), 700_000, t0);
+        let arrives = Reading {
+            arriving_bps: 2_500_000,
+            ..reading
+        };
+        assert!((0..10_000).step_by(50).any(|t| s.pick(at(t0, t), &arrives, false) == 0));
+    }
+
+    #[test]
     fn a_step_up_that_does_not_hold_makes_the_next_wait_longer() {
         let t0 = Instant::now();
         let mut s = selector(Preference::default(), 700_000, t0);
         let enough = (2_500_000.0 * UP_HEADROOM) as u64;
         let (mut t, mut ups) = (0, Vec::new());
         while ups.len() < 4 {
-            if s.pick(at(t0, t), enough, false, Duration::ZERO) == 0 {
+            if s.pick(at(t0, t), &est(enough), false) == 0 {
                 ups.push(t);
                 // It does not hold: congestion one second later.
                 t += 1000;
-                assert_eq!(s.pick(at(t0, t), enough, true, Duration::ZERO), 1);
+                assert_eq!(s.pick(at(t0, t), &est(enough), true), 1);
             }
             t += 50;
         }
@@ -351,7 +412,7 @@ mod tests {
         let mut s = selector(capped, 10_000_000, t0);
         assert_eq!(s.current(), 1);
         assert_eq!(
-            s.pick(at(t0, 10_000), 10_000_000, false, Duration::ZERO),
+            s.pick(at(t0, 10_000), &est(10_000_000), false),
             1,
             "never above the cap"
         );
@@ -362,7 +423,7 @@ mod tests {
         let mut s = selector(fixed, 10_000_000, t0);
         assert_eq!(s.current(), 1);
         assert_eq!(
-            s.pick(at(t0, 100), 100_000, false, Duration::ZERO),
+            s.pick(at(t0, 100), &est(100_000), false),
             2,
             "still follows the link down"
         );
@@ -372,7 +433,7 @@ mod tests {
             ..Default::default()
         };
         let mut s = selector(insisting, 100_000, t0);
-        assert_eq!(s.pick(at(t0, 100), 100_000, true, Duration::ZERO), 0);
+        assert_eq!(s.pick(at(t0, 100), &est(100_000), true), 0);
     }
 
     #[test]
@@ -381,7 +442,7 @@ mod tests {
             estimate_bps: 1_000_000,
             pacing_bps: 960_000,
             queued_packets: 100,
-            queueing: Duration::ZERO,
+            ..Default::default()
         };
         assert_eq!(r.queue_delay(), Duration::from_secs(1));
         assert_eq!(Reading::default().queue_delay(), Duration::ZERO);

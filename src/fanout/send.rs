@@ -230,12 +230,7 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
         let reading = link();
         let backlog = reading.queue_delay() > MAX_QUEUE_DELAY;
         let congested = backlog || reading.queueing > MAX_PATH_QUEUEING;
-        let want = selector.pick(
-            Instant::now(),
-            reading.estimate_bps,
-            congested,
-            reading.queueing,
-        );
+        let want = selector.pick(Instant::now(), &reading, congested);
         if want == current {
             pending = None;
         } else if pending.as_ref().is_none_or(|p| p.index != want) {

@@ -72,6 +72,10 @@ pub struct Link {
     /// How much longer packets take to arrive now than the least they took lately: the
     /// queue building up somewhere on the path, µs (transport-wide feedback only).
     queueing_us: AtomicU32,
+    /// Bits per second arriving at the viewer over the last half second (transport-wide
+    /// feedback only; 0 otherwise): what the link is known to carry, where the estimate is
+    /// a guess.
+    arriving_bps: AtomicU64,
     /// Whether the viewer sends transport-wide feedback (GCC runs) or only reports.
     twcc: AtomicBool,
 }
@@ -92,6 +96,10 @@ impl Link {
     /// Fraction of packets lost recently (0.0-1.0).
     pub fn loss(&self) -> f64 {
         self.loss_permille.load(Relaxed) as f64 / 1000.0
+    }
+    /// Bits per second arriving at the viewer lately; 0 when unknown.
+    pub fn arriving_bps(&self) -> u64 {
+        self.arriving_bps.load(Relaxed)
     }
     /// Queueing delay on the path (see the field).
     pub fn queueing(&self) -> Duration {
@@ -227,8 +235,8 @@ pub struct Published<E> {
     link: Arc<Link>,
     /// (when, lost, total) per recent report batch: the loss window.
     batches: VecDeque<(Instant, u32, u32)>,
-    /// Departure instants are measured from this.
-    epoch: Option<Instant>,
+    /// Departure instants are measured from this (made before any packet leaves).
+    epoch: Instant,
     /// Least one-way delay (arrival minus departure, clocks unaligned) in this window and
     /// the last one, s; the baseline the queueing delay is measured from.
     min_now: f64,
@@ -254,7 +262,7 @@ impl<E: BandwidthEstimator> Published<E> {
             inner,
             link,
             batches: VecDeque::with_capacity(32),
-            epoch: None,
+            epoch: Instant::now(),
             min_now: f64::INFINITY,
             min_before: f64::INFINITY,
             window_start: None,
@@ -295,7 +303,7 @@ impl<E: BandwidthEstimator> Published<E> {
 
     /// Queueing delay and arriving rate from the reports; sets or lifts the cap.
     fn watch_delay(&mut self, now: Instant, reports: &[PacketReport]) {
-        let epoch = *self.epoch.get_or_insert(now);
+        let epoch = self.epoch;
         let window_start = *self.window_start.get_or_insert(now);
         if now.duration_since(window_start) > BASELINE_WINDOW {
             self.min_before = self.min_now;
@@ -328,9 +336,10 @@ impl<E: BandwidthEstimator> Published<E> {
         self.link
             .queueing_us
             .store((queueing * 1e6).min(u32::MAX as f64) as u32, Relaxed);
+        let bytes: usize = self.arrivals.iter().map(|a| a.1).sum();
+        let arriving = bytes as f64 * 8.0 / RATE_WINDOW;
+        self.link.arriving_bps.store(arriving as u64, Relaxed);
         if queueing > QUEUE_CAP_DELAY.as_secs_f64() {
-            let bytes: usize = self.arrivals.iter().map(|a| a.1).sum();
-            let arriving = bytes as f64 * 8.0 / RATE_WINDOW;
             let cap = self.cap.map_or(f64::INFINITY, |c| c.0).min(0.85 * arriving);
             self.cap = Some((cap, now));
         } else if let Some((cap, since)) = self.cap {

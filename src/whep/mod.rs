@@ -263,6 +263,8 @@ pub struct ViewerReport {
     /// `gcc` (transport-wide feedback) or `loss` (receiver reports only).
     pub estimator: &'static str,
     pub estimate_bps: u64,
+    /// What arrives at the viewer (transport-wide feedback only).
+    pub arriving_bps: u64,
     pub pacing_bps: u64,
     pub queued_packets: usize,
     /// Queueing delay on the path, ms.
@@ -503,6 +505,7 @@ impl Sessions {
                 pacing_bps: link.pacing_bps(),
                 queued_packets: link.queued_packets(),
                 queueing: link.queueing(),
+                arriving_bps: link.arriving_bps(),
             }),
             viewing: session.viewing.clone(),
             sent: sent.clone(),
@@ -574,6 +577,7 @@ impl Sessions {
                     switches: s.viewing.switches(),
                     estimator: s.link.estimator(),
                     estimate_bps: s.link.estimate_bps(),
+                    arriving_bps: s.link.arriving_bps(),
                     pacing_bps: s.link.pacing_bps(),
                     queued_packets: s.link.queued_packets(),
                     queueing_ms: s.link.queueing().as_secs_f64() * 1000.0,

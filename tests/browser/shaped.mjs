@@ -110,12 +110,15 @@ function stopChild(child) {
  *
  * Every page also keeps its RTCPeerConnections in window.__shapedPcs (the viewer page keeps
  * its own in a module variable), for watch().
+ *
+ * `namespace: link.serverNs` runs this Chromium beside the server instead: a viewer whose
+ * path to the server never crosses the router (unshaped whatever link.set() says).
  */
-export async function launchBrowserIn(link, { args = [], context: options = {}, executable = CHROMIUM } = {}) {
+export async function launchBrowserIn(link, { args = [], context: options = {}, executable = CHROMIUM, namespace = link.viewerNs } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "whepcast-shaped-"));
   const forget = onExit(() => rmSync(dir, { recursive: true, force: true }));
   const wrapper = join(dir, "chromium-in-netns");
-  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec '${link.viewerNs}' '${executable}' "$@"\n`, { mode: 0o755 });
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec '${namespace}' '${executable}' "$@"\n`, { mode: 0o755 });
   const context = await chromium.launchPersistentContext(join(dir, "profile"), {
     executablePath: wrapper,
     headless: true,
@@ -144,6 +147,47 @@ export async function launchBrowserIn(link, { args = [], context: options = {}, 
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A new page of `browser` (from launchBrowserIn) loading `url`, loaded again until `ready`
+ * (a function run in the page; default: the viewer page's window.whepcast exists) holds.
+ * Chromium, new in a namespace, sometimes sees the network change under it at start and
+ * fails a load, or one of the page's scripts (then window.whepcast never appears), with
+ * net::ERR_NETWORK_CHANGED.
+ */
+export async function openPage(browser, url, { tries = 6, ready = () => window.whepcast !== undefined } = {}) {
+  const page = await browser.context.newPage();
+  const failed = [];
+  page.on("requestfailed", (r) => failed.push(`${r.url()}: ${r.failure()?.errorText}`));
+  page.loadProblems = []; // the loads tried again, and why
+  for (let attempt = 1; ; attempt++) {
+    let problem;
+    try {
+      await page.goto(url);
+      if (await page.evaluate(ready)) return page;
+      problem = `not ready after loading (failed requests: ${failed.join(", ") || "none"})`;
+    } catch (e) {
+      if (!/net::ERR_/.test(String(e?.message))) throw e;
+      problem = String(e.message).split("\n")[0];
+    }
+    if (attempt >= tries) throw new Error(`${url}: ${problem}, ${attempt} times`);
+    page.loadProblems.push(problem);
+    failed.length = 0;
+    await new Promise((r) => setTimeout(r, 300 * attempt));
+  }
+}
+
+/**
+ * GET `path` (default /api/streams) as JSON, from inside `page`: node runs outside the link's
+ * namespaces and cannot reach the server's address, the page can.
+ */
+export function apiGet(page, path = "/api/streams") {
+  return page.evaluate(async (p) => {
+    const r = await fetch(p, { cache: "no-store" });
+    if (!r.ok) throw new Error(`GET ${p}: ${r.status} ${await r.text()}`);
+    return r.json();
+  }, path);
 }
 
 // Counters that restart with each new peer connection (the page reconnects after a failure):
@@ -229,6 +273,20 @@ export function settledAfter(series, from = 0, { fps = 25, window = 5 } = {}) {
     if (counts.slice(t + 1, t + 1 + window).every((n) => n >= fps)) return t - from;
   }
   return null;
+}
+
+/**
+ * The most frames/s over any `window` consecutive seconds inside (from, to] of a watch()
+ * series (an average over the window, not every second), and the second that window starts at.
+ */
+export function bestWindow(series, from, to = series[series.length - 1].t, window = 5) {
+  const counts = frameCounts(series);
+  let best = { fps: 0, at: null };
+  for (let t = from; t + window <= to; t++) {
+    const fps = counts.slice(t + 1, t + 1 + window).reduce((x, y) => x + y, 0) / window;
+    if (best.at === null || fps > best.fps) best = { fps, at: t };
+  }
+  return best;
 }
 
 /** Seconds after second `from` until the first sample with frame size `size` ("1280x720"), or null. */
