@@ -168,6 +168,8 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
     let mut last_timestamp: Option<u32> = None;
     let mut pending: Option<Pending> = None;
     let mut last_sent = Instant::now();
+    // Probe bytes not sent yet (less than a filler packet).
+    let mut owed = 0.0f64;
     // A decoder can only start at an IDR; until one arrives, P-frames are useless to it.
     let mut need_keyframe = true;
     loop {
@@ -288,11 +290,22 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
             .duration_since(last_sent)
             .clamp(Duration::from_millis(10), Duration::from_millis(100));
         last_sent = now;
-        let fillers = selector.probe_bps(now).map_or(0, |bps| {
-            let frame_bytes: usize = frame.packets.iter().map(|p| p.payload.len()).sum();
-            let wanted = bps as f64 / 8.0 * gap.as_secs_f64() - frame_bytes as f64;
-            ((wanted / FILLER_BYTES as f64).max(0.0) as usize).min(MAX_FILLERS)
-        });
+        let fillers = match selector.probe_bps(now) {
+            Some(bps) => {
+                // Bytes owed to the probe's rate, carried over so that whole packets add up
+                // to it.
+                let frame_bytes: usize = frame.packets.iter().map(|p| p.payload.len()).sum();
+                owed = (owed + bps as f64 / 8.0 * gap.as_secs_f64() - frame_bytes as f64)
+                    .clamp(0.0, (MAX_FILLERS * FILLER_BYTES) as f64);
+                let n = (owed / FILLER_BYTES as f64) as usize;
+                owed -= (n * FILLER_BYTES) as f64;
+                n
+            }
+            None => {
+                owed = 0.0;
+                0
+            }
+        };
         let last = frame.packets.len().saturating_sub(1);
         let extra = (0..fillers).map(|_| rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
