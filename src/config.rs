@@ -394,7 +394,7 @@ mod tests {
         }
         let dup = "640x360@700k,320x180@700k".parse::<Ladder>().unwrap_err();
         assert!(dup.to_string().contains("700k"), "{dup}");
-        let many = vec!["160x90@100k"; 7].join(",");
+        let many = ["160x90@100k"; 7].join(",");
         assert!(matches!(
             many.parse::<Ladder>(),
             Err(ConfigError::LadderLength(_))

@@ -18,7 +18,9 @@
 //! | [`fragment`]                | trickle `PATCH` bodies ([`crate::whep::Fragment`])       |
 //! | [`datachannel`]             | data-channel messages (ping, chat)                       |
 //! | [`stun`], [`nomination`]    | the STUN nomination shim ([`crate::rtc::nomination`])    |
-//! | [`rtcp`]                    | RTCP from viewers (keyframe requests)                    |
+//! | [`rtcp`]                    | RTCP from viewers (keyframe requests, receiver reports, REMB, NACK gating) |
+//! | [`feedback_reports`]        | transport-wide feedback as the estimator reads it ([`crate::rtc::cc`]) |
+//! | [`whep_query`]              | `?rendition=`, `?max_bitrate=`, `?insist=` of `POST /whep` |
 //! | [`authorization`], [`content_type`], [`if_match`], [`origin`] | the headers we read |
 //! | [`port_range`], [`ice_server`] | configuration (`--udp-ports`, `--stun`/`--turn`)      |
 //!
@@ -745,16 +747,51 @@ fn stun_packet(u: &mut Unstructured, requests: &[Vec<u8>]) -> Result<Vec<u8>> {
 // RTCP from viewers
 // ---------------------------------------------------------------------------------------
 
-/// RTCP as a viewer sends it: unmarshalled by the `rtc` crate, then
-/// [`crate::rtc::keyframe::is_keyframe_request`].
+/// RTCP as a viewer sends it: unmarshalled by the `rtc` crate, then through our read-side
+/// interceptors (NACK gating, receiver reports and REMB, keyframe requests) as a
+/// connection's chain runs them, with the link's pacer holding a long queue or none.
 pub fn rtcp(data: &[u8]) {
+    use ::rtc::interceptor::{AttributedPacket, Packet, Registry, Slot, TaggedPacket};
+    use ::rtc::sansio::Protocol;
     let mut buf = data;
-    if let Ok(packets) = ::rtc::rtcp::packet::unmarshal(&mut buf) {
-        for p in &packets {
-            let _ = crate::rtc::keyframe::is_keyframe_request(p.as_ref());
-            let _ = p.destination_ssrc();
-        }
+    let Ok(packets) = ::rtc::rtcp::packet::unmarshal(&mut buf) else {
+        return;
+    };
+    for p in &packets {
+        let _ = crate::rtc::keyframe::is_keyframe_request(p.as_ref());
+        let _ = p.destination_ssrc();
     }
+    let link = std::sync::Arc::new(crate::rtc::cc::Link::default());
+    let bounds = crate::rtc::cc::Bounds {
+        start_bps: 3e6,
+        min_bps: 2e5,
+        max_bps: 5e6,
+    };
+    let mut media = ::rtc::peer_connection::configuration::media_engine::MediaEngine::default();
+    let twcc = data.first().is_some_and(|b| b & 1 == 1);
+    let Ok(registry) = crate::rtc::cc::register(Registry::new(), &mut media, &link, bounds, twcc)
+    else {
+        return;
+    };
+    let mut chain = registry
+        .with(
+            Slot::from(crate::rtc::keyframe::SLOT),
+            crate::rtc::keyframe::KeyframeRequests::default(),
+        )
+        .build();
+    let now = std::time::Instant::now();
+    let _ = chain.handle_read(TaggedPacket {
+        now,
+        transport: Default::default(),
+        message: AttributedPacket::new(Packet::Rtcp(packets)),
+    });
+    while chain.poll_read().is_some() {}
+    let _ = chain.handle_timeout(now + std::time::Duration::from_millis(5));
+    while chain.poll_write().is_some() {}
+    assert!(link
+        .rtt()
+        .is_none_or(|rtt| rtt < std::time::Duration::from_secs(1 << 20)));
+    assert!((0.0..=1.0).contains(&link.loss()), "loss {}", link.loss());
 }
 
 /// Real RTCP packets (PLI, FIR, NACK, receiver and sender reports, REMB, SDES, BYE), in
@@ -782,6 +819,154 @@ pub fn rtcp_structured(u: &mut Unstructured) -> Result<()> {
         data.extend_from_slice(&p);
     }
     rtcp(&data);
+    Ok(())
+}
+
+/// Transport-wide feedback as [`crate::rtc::cc::Published`] reads it (arrival times the
+/// viewer chose, in any order, lost and duplicate packets): the estimate, loss, queueing and
+/// arriving rate stay numbers within their bounds.
+pub fn feedback_reports(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let _ = feedback_reports_structured(&mut u);
+}
+
+pub fn feedback_reports_structured(u: &mut Unstructured) -> Result<()> {
+    use ::rtc::interceptor::{BandwidthEstimator, Gcc, PacketReport};
+    use std::time::{Duration, Instant};
+    let link = std::sync::Arc::new(crate::rtc::cc::Link::default());
+    let mut estimator = crate::rtc::cc::Published::new(Gcc::new(3e6, 2e5, 5e6), link.clone());
+    let t0 = Instant::now();
+    let mut id = 0u64;
+    for batch in 0..u.int_in_range(1..=20)? {
+        let now = t0 + Duration::from_millis(batch * u.int_in_range(0..=500)?);
+        let mut reports = Vec::new();
+        for _ in 0..u.int_in_range(0..=40)? {
+            id += 1;
+            let arrival = match u.int_in_range(0..=4)? {
+                0 => None,
+                1 => Some(Duration::from_micros(u.arbitrary()?)),
+                2 => Some(Duration::MAX),
+                _ => Some(Duration::from_micros(
+                    id * 1000 + u.int_in_range(0..=300_000)?,
+                )),
+            };
+            reports.push(PacketReport {
+                ssrc: u.arbitrary()?,
+                id,
+                rtp_sequence_number: u.arbitrary()?,
+                is_twcc: true,
+                twcc_sequence_number: u.arbitrary()?,
+                // Sizes are of packets we sent (the viewer reports only arrival times).
+                size: *u.choose(&[0, 1, 60, 1200, 1500])?,
+                arrived: arrival.is_some(),
+                departure: t0 + Duration::from_millis(u.int_in_range(0..=20_000)?),
+                arrival,
+                ecn: Default::default(),
+            });
+        }
+        estimator.on_reports(now, &reports);
+        let target = estimator.target_bitrate();
+        assert!(target.is_finite() && target >= 0.0, "pacer target {target}");
+        assert!((0.0..=1.0).contains(&link.loss()), "loss {}", link.loss());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The WHEP query
+// ---------------------------------------------------------------------------------------
+
+/// A stream with the default 720p ladder, for the query entry points.
+fn three_renditions() -> crate::whep::Stream {
+    let (publishers, renditions) = crate::fanout::ladder(&[2_500_000, 625_000, 208_000]);
+    for (p, size) in publishers.iter().zip([(1280, 720), (640, 360), (320, 180)]) {
+        p.set_size(crate::config::Size {
+            width: size.0,
+            height: size.1,
+        });
+    }
+    crate::whep::Stream::new("main", renditions)
+}
+
+/// `POST /whep?...`: the query read as the handler reads it, checked against the stream's
+/// renditions. An unknown rendition or rate is a 400 whose message stays short.
+pub fn whep_query(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(uri) = format!("/whep?{text}").parse::<axum::http::Uri>() else {
+        return;
+    };
+    let Ok(wishes) = http::wishes(&uri) else {
+        return;
+    };
+    let stream = three_renditions();
+    match wishes.preference(&stream) {
+        Ok(p) => {
+            if let crate::fanout::Choice::Fixed(i) = p.choice {
+                assert!(i < 3, "{text:?} chose {i}");
+            }
+        }
+        Err(e) => {
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{e}");
+            assert!(e.to_string().len() < 400, "{e}");
+        }
+    }
+}
+
+/// Queries from the real keys and values (sizes, rates, indices) with multi-byte, encoded,
+/// repeated, empty and huge parts.
+pub fn whep_query_structured(u: &mut Unstructured) -> Result<()> {
+    const KEYS: &[&str] = &[
+        "rendition",
+        "max_bitrate",
+        "insist",
+        "x",
+        "rendition%00",
+        "ré",
+    ];
+    const VALUES: &[&str] = &[
+        "640x360",
+        "1280x720",
+        "320x180",
+        "0",
+        "2",
+        "3",
+        "625k",
+        "2.5M",
+        "auto",
+        "",
+        "1",
+        "true",
+        "640×360",
+        "６４０x３６０",
+        "%FF%FE",
+        "%E2%82%AC",
+        "99999999999999999999x1",
+        "1e309",
+        "-1",
+        "NaN",
+        "inf",
+        "640x360@625k",
+        "x",
+        "😀",
+    ];
+    let mut q = String::new();
+    for i in 0..u.int_in_range(0..=5)? {
+        if i > 0 {
+            q.push('&');
+        }
+        q.push_str(u.choose(KEYS)?);
+        if u.ratio(7, 8)? {
+            q.push('=');
+            q.push_str(u.choose(VALUES)?);
+        }
+    }
+    if u.ratio(1, 4)? {
+        let extra: String = u.arbitrary()?;
+        q.push_str(&extra);
+    }
+    whep_query(q.as_bytes());
     Ok(())
 }
 
@@ -1802,6 +1987,13 @@ mod tests {
     fn fuzz_rtcp() {
         run(10_000, rtcp_structured);
         run(2000, bytes(rtcp));
+        run(3000, feedback_reports_structured);
+    }
+
+    #[test]
+    fn fuzz_whep_query() {
+        run(10_000, whep_query_structured);
+        run(2000, bytes(whep_query));
     }
 
     #[test]

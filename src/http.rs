@@ -190,6 +190,14 @@ struct WhepQuery {
     insist: Option<String>,
 }
 
+/// A WHEP request's wishes from its URI's query, as the handlers read them.
+#[doc(hidden)]
+pub fn wishes(uri: &http::Uri) -> Result<whep::Wishes, String> {
+    Query::<WhepQuery>::try_from_uri(uri)
+        .map(|Query(q)| q.into())
+        .map_err(|e| e.body_text())
+}
+
 impl From<WhepQuery> for whep::Wishes {
     fn from(q: WhepQuery) -> Self {
         whep::Wishes {

@@ -380,7 +380,9 @@ mod tests {
             arriving_bps: 2_500_000,
             ..reading
         };
-        assert!((0..10_000).step_by(50).any(|t| s.pick(at(t0, t), &arrives, false) == 0));
+        assert!((0..10_000)
+            .step_by(50)
+            .any(|t| s.pick(at(t0, t), &arrives, false) == 0));
     }
 
     #[test]

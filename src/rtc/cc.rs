@@ -296,8 +296,8 @@ impl<E: BandwidthEstimator> Published<E> {
             .batches
             .iter()
             .fold((0, 0), |(l, t), (_, bl, bt)| (l + bl, t + bt));
-        if total > 0 {
-            self.link.loss_permille.store(lost * 1000 / total, Relaxed);
+        if let Some(permille) = (lost * 1000).checked_div(total) {
+            self.link.loss_permille.store(permille, Relaxed);
         }
     }
 
@@ -671,6 +671,87 @@ mod tests {
         assert_eq!(round_trip(now, 0, 0), None, "no sender report seen yet");
         // A report from the future (bogus or a clock step) gives nothing, not four days.
         assert_eq!(round_trip(now, lsr.wrapping_add(65_536 * 10), 0), None);
+    }
+
+    /// Packets of 1200 bytes, one every `gap`, from `first`; each arrives `delay(i)` after it
+    /// left (on the viewer's clock, which starts 1000 s apart from ours).
+    fn reports(
+        t0: Instant,
+        first: u64,
+        n: u64,
+        gap: Duration,
+        delay: impl Fn(u64) -> Duration,
+    ) -> Vec<PacketReport> {
+        (first..first + n)
+            .map(|i| {
+                let sent = gap * i as u32;
+                PacketReport {
+                    ssrc: 1,
+                    id: i,
+                    rtp_sequence_number: i as u16,
+                    is_twcc: true,
+                    twcc_sequence_number: i as u16,
+                    size: 1200,
+                    arrived: true,
+                    departure: t0 + sent,
+                    arrival: Some(Duration::from_secs(1000) + sent + delay(i)),
+                    ecn: Default::default(),
+                }
+            })
+            .collect()
+    }
+
+    /// A path that starts queueing (a bottleneck's buffer filling) caps the estimate to
+    /// what arrives well before anything is lost; once the queue is gone the cap lifts.
+    #[test]
+    fn a_queue_on_the_path_caps_the_estimate_to_what_arrives_and_then_lifts() {
+        let link = Arc::new(Link::default());
+        let t0 = Instant::now();
+        let mut e = Published::new(Gcc::new(3e6, 2e5, 5e6), link.clone());
+        // 1.2 Mbit/s (a 1200-byte packet each 8 ms), 20 ms of path delay, no queue.
+        let gap = Duration::from_millis(8);
+        let mut next = 0;
+        for batch in 0..10u32 {
+            let r = reports(t0, next, 12, gap, |_| Duration::from_millis(20));
+            next += 12;
+            e.on_reports(t0 + Duration::from_millis(100) * (batch + 1), &r);
+        }
+        assert!(
+            link.queueing() < Duration::from_millis(5),
+            "{:?}",
+            link.queueing()
+        );
+        let arriving = link.arriving_bps() as f64;
+        assert!((arriving - 1.2e6).abs() < 0.15e6, "arriving {arriving}");
+        let free = link.estimate_bps();
+        // The queue grows by 4 ms a packet: 150 ms within 40 packets.
+        let start = next;
+        for batch in 10..14u32 {
+            let r = reports(t0, next, 12, gap, |i| {
+                Duration::from_millis(20 + 4 * (i - start))
+            });
+            next += 12;
+            e.on_reports(t0 + Duration::from_millis(100) * (batch + 1), &r);
+        }
+        assert!(link.queueing() > QUEUE_CAP_DELAY, "{:?}", link.queueing());
+        let capped = link.estimate_bps() as f64;
+        assert!(capped <= 0.85 * 1.3e6, "capped at {capped}, was {free}");
+        assert!(
+            e.target_bitrate() <= capped * PACING_FACTOR + 1.0,
+            "the pacer follows"
+        );
+        // The queue drains; the cap lifts step by step, not at once.
+        let mut seen = vec![capped];
+        for batch in 14..40u32 {
+            let r = reports(t0, next, 12, gap, |_| Duration::from_millis(20));
+            next += 12;
+            e.on_reports(t0 + Duration::from_millis(100) * (batch + 1), &r);
+            seen.push(link.estimate_bps() as f64);
+        }
+        assert!(link.queueing() < Duration::from_millis(5));
+        assert!(seen.windows(2).all(|w| w[1] >= w[0] - 1.0), "{seen:?}");
+        assert!(seen[1] < seen[0] * 1.2, "no jump back: {seen:?}");
+        assert!(*seen.last().unwrap() > capped * 2.0, "lifted: {seen:?}");
     }
 
     #[test]

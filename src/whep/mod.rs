@@ -285,7 +285,7 @@ pub struct Wishes {
 
 impl Wishes {
     /// Checked against the stream's renditions.
-    fn preference(&self, stream: &Stream) -> Result<Preference, WhepError> {
+    pub fn preference(&self, stream: &Stream) -> Result<Preference, WhepError> {
         let mut p = Preference {
             insist: self.insist,
             ..Default::default()
