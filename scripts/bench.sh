@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks on a release build, inside a loopback-only network namespace, side by
 # side with the GStreamer reference broadcaster when ../shared/peers is present.
-#   scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|all] [args...]
+#   scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|renditions|all] [args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}; shift || true
@@ -22,6 +22,7 @@ case $what in
     kill $xvfb ;;
   fanout) netns "cargo bench --locked --offline --bench fanout -- $*" ;;
   ttff) netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs $*" ;;
+  renditions) netns "WHEPCAST_BIN=target/release/whepcast node benches/renditions.mjs $*" ;;
   churn) netns "cargo bench --locked --offline --bench churn -- $*" ;;
   crowd)
     # aiortc viewers one at a time and 40 joining 150 ms apart, whepcast and the reference
@@ -48,5 +49,5 @@ case $what in
     netns "cargo bench --locked --offline --bench fanout -- 0,1,8 10"
     netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs 10"
     ;;
-  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|renditions|all]" >&2; exit 2 ;;
 esac
