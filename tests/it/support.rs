@@ -160,10 +160,10 @@ pub struct Decoded {
     pub last: Option<Picture>,
     /// RTP timestamps of the decoded frames, in order.
     pub rtp_timestamps: Vec<u32>,
-    /// RTP header extensions seen (id, value), each distinct one once.
+    /// RTP header extensions seen (id, value), each distinct one once (at most 4 per id).
     pub extensions: Vec<(u8, Vec<u8>)>,
-    /// Packets that carried any header extension.
-    pub packets_with_extensions: u64,
+    /// Packets that carried each header extension id.
+    pub packets_with_extension: std::collections::BTreeMap<u8, u64>,
 }
 
 /// A decoded picture, tightly packed I420.
@@ -494,13 +494,12 @@ async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>, decod
             }
         }
         last_seq = Some(seq);
-        if !pkt.header.extensions.is_empty() {
-            state.packets_with_extensions += 1;
-            for e in &pkt.header.extensions {
-                let seen = (e.id, e.payload.to_vec());
-                if !state.extensions.contains(&seen) && state.extensions.len() < 16 {
-                    state.extensions.push(seen);
-                }
+        for e in &pkt.header.extensions {
+            *state.packets_with_extension.entry(e.id).or_default() += 1;
+            let seen = (e.id, e.payload.to_vec());
+            let of_id = state.extensions.iter().filter(|(i, _)| *i == e.id).count();
+            if !state.extensions.contains(&seen) && of_id < 4 {
+                state.extensions.push(seen);
             }
         }
         if !decode {

@@ -64,19 +64,38 @@ async fn keyframes_tell_the_viewer_to_play_out_at_once() {
             (uri.trim() == whepcast::rtc::PLAYOUT_DELAY_URI).then(|| id.parse().ok())?
         })
         .unwrap_or_else(|| panic!("the answer does not negotiate playout-delay:\n{answer}"));
+    // The viewer offered transport-wide congestion control: every packet carries its
+    // transport-wide sequence number too (under its own id).
+    let twcc: Option<u8> = answer.lines().find_map(|l| {
+        let rest = l.strip_prefix("a=extmap:")?;
+        let (id, uri) = rest.split_once(' ')?;
+        (uri.trim() == ::rtc::sdp::extmap::TRANSPORT_CC_URI).then(|| id.parse().ok())?
+    });
     // Past the joiner's IDR and the next periodic one (every second).
     let d = viewer
         .wait_for("45 decoded frames", |d| d.frames >= 45)
         .await;
+    let others: Vec<_> = d
+        .extensions
+        .iter()
+        .filter(|(i, _)| Some(*i) != twcc)
+        .cloned()
+        .collect();
     assert_eq!(
-        d.extensions,
+        others,
         vec![(id, vec![0, 0, 0])],
         "playout delay min 0 / max 0 under the negotiated id, and nothing else"
     );
+    let count = |i: Option<u8>| i.and_then(|i| d.packets_with_extension.get(&i).copied());
+    assert_eq!(
+        count(twcc),
+        Some(d.rtp_packets),
+        "transport-wide sequence numbers negotiated ({twcc:?}) and on every packet"
+    );
+    let with_delay = count(Some(id)).unwrap_or(0);
     assert!(
-        (2..=4).contains(&d.packets_with_extensions),
-        "only the first packet of each keyframe carries it: {} packets of {}",
-        d.packets_with_extensions,
+        (2..=4).contains(&with_delay),
+        "only the first packet of each keyframe carries it: {with_delay} packets of {}",
         d.rtp_packets
     );
     viewer.close().await;
