@@ -24,13 +24,16 @@ const endpoint = params.get("endpoint") || (m ? "/whep/" + m[1] : "/whep");
 const relay = params.get("relay") === "1" || hashParams.get("relay") === "1";
 // datachannel=0: video only, like a plain WHEP player (benchmarks compare servers this way).
 const withChannel = params.get("datachannel") !== "0";
-// rendition=640x360 picks a rendition (the quality menu sets it too), max_bitrate=800k caps
-// it; both go to the WHEP endpoint's query.
+// rendition=640x360 picks a rendition (the quality menu sets it too; the server still lowers
+// it while the link cannot carry it, unless insist=1), max_bitrate=800k caps it; they go to
+// the WHEP endpoint's query.
 const maxBitrate = params.get("max_bitrate");
+const insist = params.get("insist");
 const whepUrl = () => {
   const q = new URLSearchParams();
   if (state.quality !== "auto") q.set("rendition", state.quality);
   if (maxBitrate) q.set("max_bitrate", maxBitrate);
+  if (insist && state.quality !== "auto") q.set("insist", insist);
   const qs = q.toString();
   return qs ? endpoint + (endpoint.includes("?") ? "&" : "?") + qs : endpoint;
 };

@@ -274,3 +274,70 @@ async fn joiner_and_pli_get_a_keyframe_without_waiting_for_the_periodic_one() {
     second.close().await;
     server.stop().await;
 }
+
+/// Renditions: a viewer that asks for the smaller one gets it at its size, and only that one
+/// is encoded; a viewer with no wish starts on the best; a rendition or rate that does not
+/// exist is a 400 naming what does, and leaves no session behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_renditions_viewers_receive_are_encoded_each_at_its_size() {
+    // 320x240 at 1.5 Mbit/s: the default ladder adds 160x120 at 375 kbit/s (nothing under
+    // 90 lines after that).
+    let server = TestServer::start("320x240", 30, 1.0).await;
+    let api = server.api().await;
+    let renditions = api["streams"][0]["renditions"].as_array().unwrap().clone();
+    let names: Vec<&str> = renditions
+        .iter()
+        .map(|r| r["size"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["320x240", "160x120"]);
+
+    let mut small = Viewer::connect(&server.url("/whep?rendition=160x120")).await;
+    let d = small
+        .wait_for("20 decoded frames", |d| d.frames >= 20)
+        .await;
+    assert_eq!(d.size, Some((160, 120)), "the rendition asked for");
+    let encoded = |api: &serde_json::Value, i: usize| {
+        api["streams"][0]["renditions"][i]["frames_encoded"]
+            .as_u64()
+            .unwrap()
+    };
+    let api = server.api().await;
+    assert_eq!(encoded(&api, 0), 0, "nobody receives 320x240: not encoded");
+    assert!(encoded(&api, 1) >= 20);
+    let links = api["streams"][0]["viewer_links"].as_array().unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0]["rendition"], "160x120@375k");
+
+    let mut full = Viewer::connect(&server.url("/whep")).await;
+    let d = full.wait_for("20 decoded frames", |d| d.frames >= 20).await;
+    assert_eq!(
+        d.size,
+        Some((320, 240)),
+        "no wish: the best the link allows"
+    );
+    assert!(encoded(&server.api().await, 0) >= 20);
+
+    let (_pc, offer_sdp, _track) = offer().await;
+    for (query, names) in [
+        ("rendition=999x999", "320x240@1500k, 160x120@375k"),
+        ("rendition=7", "320x240@1500k"),
+        ("max_bitrate=fast", "bit rate"),
+    ] {
+        let (status, _, body) = post(
+            &server.url(&format!("/whep?{query}")),
+            Some("application/sdp"),
+            offer_sdp.clone(),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(names), "{query}: {body}");
+    }
+    assert_eq!(
+        server.active_sessions().await,
+        2,
+        "no session left by a refusal"
+    );
+    small.close().await;
+    full.close().await;
+    server.stop().await;
+}
