@@ -776,7 +776,7 @@ pub fn rtcp(data: &[u8]) {
     let mut chain = registry
         .with(
             Slot::from(crate::rtc::keyframe::SLOT),
-            crate::rtc::keyframe::KeyframeRequests::default(),
+            crate::rtc::keyframe::requests(),
         )
         .build();
     let now = std::time::Instant::now();

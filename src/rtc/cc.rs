@@ -17,10 +17,11 @@
 //! Everything lands in a [`Link`]: atomics written by the connection's driver, read once per
 //! frame by the viewer's sender and by `/api/streams`.
 
+use super::tap::{Hooks, PassThrough, Tap};
 use rtc::interceptor::{
-    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
+    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc,
     NackResponderBuilder, NackResponderInterceptor, PacerBuilder, PacerInterceptor, Packet,
-    PacketReport, Registry, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+    PacketReport, Registry, Slot, TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -30,8 +31,6 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_GOOG_REMB,
     TYPE_RTCP_FB_NACK, TYPE_RTCP_FB_TRANSPORT_CC,
 };
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -171,7 +170,7 @@ pub fn register(
             Slot::NackResponder,
             GatedNack {
                 inner: NackResponderBuilder::new().build(),
-                link: link.clone(),
+                hooks: NackGate(link.clone()),
             },
         )
         .with(
@@ -181,12 +180,12 @@ pub fn register(
                     .with_target_bitrate(pacing)
                     .with_queue_limit(PACER_QUEUE_LIMIT)
                     .build(),
-                link: link.clone(),
+                hooks: ShowQueue(link.clone()),
             },
         )
         .with(
             Slot::from(RECEIPTS_SLOT),
-            Receipts::new(link.clone(), bounds, !twcc),
+            ReadReports::new(link.clone(), bounds, !twcc),
         );
     if twcc {
         media.register_feedback(
@@ -381,86 +380,32 @@ impl<E: BandwidthEstimator> BandwidthEstimator for Published<E> {
 }
 
 /// The crate's pacer, publishing its queue and rate into the [`Link`].
-pub struct ObservedPacer {
-    inner: PacerInterceptor,
-    link: Arc<Link>,
-}
+pub type ObservedPacer = Tap<PacerInterceptor, ShowQueue>;
 
-impl ObservedPacer {
-    fn publish(&self) {
-        self.link.queued.store(self.inner.queued(), Relaxed);
-        self.link.refused.store(self.inner.dropped(), Relaxed);
-        self.link
+/// Publishes the pacer's queue and rate into the [`Link`] after each thing it does.
+pub struct ShowQueue(Arc<Link>);
+
+impl Hooks<PacerInterceptor> for ShowQueue {
+    fn after(&mut self, pacer: &PacerInterceptor) {
+        self.0.queued.store(pacer.queued(), Relaxed);
+        self.0.refused.store(pacer.dropped(), Relaxed);
+        self.0
             .pacing_bps
-            .store(self.inner.pacer().target_bitrate() as u64, Relaxed);
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for ObservedPacer {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.inner.handle_read(msg)?;
-        self.publish();
-        Ok(())
-    }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_read()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.inner.handle_write(msg)?;
-        self.publish();
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_write()
-    }
-    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        self.inner.handle_timeout(now)?;
-        self.publish();
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.inner.poll_timeout()
-    }
-}
-
-impl Interceptor for ObservedPacer {
-    fn bind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_local_stream(info)
-    }
-    fn unbind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.unbind_local_stream(info)
-    }
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_remote_stream(info)
-    }
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
-        self.inner.unbind_remote_stream(info)
+            .store(pacer.pacer().target_bitrate() as u64, Relaxed);
     }
 }
 
 /// The crate's NACK responder, asked only while a retransmission can still arrive in time
-/// ([`MAX_RETRANSMIT_QUEUE`]); NACKs beyond that are dropped and counted.
-pub struct GatedNack {
-    inner: NackResponderInterceptor,
-    link: Arc<Link>,
-}
+/// ([`MAX_RETRANSMIT_QUEUE`]).
+pub type GatedNack = Tap<NackResponderInterceptor, NackGate>;
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for GatedNack {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
+/// Drops NACKs (and counts them) while the pacer holds more than [`MAX_RETRANSMIT_QUEUE`].
+pub struct NackGate(Arc<Link>);
 
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+impl Hooks<NackResponderInterceptor> for NackGate {
+    fn read(&mut self, msg: &mut TaggedPacket) -> bool {
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
-            if self.link.queue_delay() > MAX_RETRANSMIT_QUEUE {
+            if self.0.queue_delay() > MAX_RETRANSMIT_QUEUE {
                 let before = packets.len();
                 packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
                 let refused = (before - packets.len()) as u64;
@@ -469,43 +414,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for GatedNack {
                 }
             }
         }
-        self.inner.handle_read(msg)
-    }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_read()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.inner.handle_write(msg)
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_write()
-    }
-    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        self.inner.handle_timeout(now)
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.inner.poll_timeout()
-    }
-}
-
-impl Interceptor for GatedNack {
-    fn bind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_local_stream(info)
-    }
-    fn unbind_local_stream(&mut self, info: &StreamInfo) {
-        self.inner.unbind_local_stream(info)
-    }
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
-        self.inner.bind_remote_stream(info)
-    }
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
-        self.inner.unbind_remote_stream(info)
+        true
     }
 }
 
 /// Reads receiver reports (loss, round-trip time) and REMB. For a viewer without
 /// transport-wide feedback it also keeps the estimate: loss-based, capped by REMB.
-pub struct Receipts {
+pub type Receipts = Tap<PassThrough, ReadReports>;
+
+/// What [`Receipts`] keeps.
+pub struct ReadReports {
     link: Arc<Link>,
     bounds: Bounds,
     /// Whether this interceptor owns the estimate (no GCC on this connection).
@@ -513,25 +431,24 @@ pub struct Receipts {
     loss_based: f64,
     remb: Option<f64>,
     last_update: Option<Instant>,
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
 }
 
 /// Loss under which the fallback estimate grows, and over which it shrinks (GCC's loss half).
 const LOW_LOSS: f64 = 0.02;
 const HIGH_LOSS: f64 = 0.10;
 
-impl Receipts {
-    fn new(link: Arc<Link>, bounds: Bounds, estimates: bool) -> Self {
-        Self {
-            link,
-            bounds,
-            estimates,
-            loss_based: bounds.start_bps,
-            remb: None,
-            last_update: None,
-            read: VecDeque::new(),
-            write: VecDeque::new(),
+impl ReadReports {
+    fn new(link: Arc<Link>, bounds: Bounds, estimates: bool) -> Receipts {
+        Tap {
+            inner: PassThrough::default(),
+            hooks: Self {
+                link,
+                bounds,
+                estimates,
+                loss_based: bounds.start_bps,
+                remb: None,
+                last_update: None,
+            },
         }
     }
 
@@ -600,14 +517,8 @@ pub fn round_trip(now: SystemTime, lsr: u32, dlsr: u32) -> Option<Duration> {
     (rtt < 0x8000_0000).then(|| Duration::from_micros(rtt as u64 * 1_000_000 / 65_536))
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for Receipts {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+impl Hooks<PassThrough> for ReadReports {
+    fn read(&mut self, msg: &mut TaggedPacket) -> bool {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             for p in packets {
                 let any = p.as_any();
@@ -621,26 +532,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Receipts {
                 }
             }
         }
-        self.read.push_back(msg);
-        Ok(())
+        true
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for Receipts {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Whether an RTCP packet on the read leg carries what the chain attached for later

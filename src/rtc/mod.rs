@@ -13,6 +13,7 @@ pub mod ice;
 pub mod keyframe;
 pub mod nomination;
 pub mod offer;
+pub mod tap;
 
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
@@ -289,10 +290,8 @@ async fn build(
     // viewer sends transport-wide feedback); then our PLI/FIR tap.
     let registry = configure_rtcp_reports(Registry::new());
     let twcc = choice.rtcp_feedback.iter().any(|f| f == "transport-cc");
-    let registry = cc::register(registry, &mut media, link, bounds, twcc)?.with(
-        Slot::from(keyframe::SLOT),
-        keyframe::KeyframeRequests::default(),
-    );
+    let registry = cc::register(registry, &mut media, link, bounds, twcc)?
+        .with(Slot::from(keyframe::SLOT), keyframe::requests());
 
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)

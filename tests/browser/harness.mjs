@@ -38,6 +38,15 @@ function stopChild(child) {
   });
 }
 
+/** Headless Chromium's switches for every test: no sandbox (root), no network chatter, host
+ * candidates on loopback, autoplay. */
+export const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection",
+  "--autoplay-policy=no-user-gesture-required",
+];
+
 /**
  * A headless Chromium with a fresh profile, as root on a loopback-only network. `args` adds
  * command-line switches, e.g. --use-fake-ui-for-media-stream: with media permission granted
@@ -53,12 +62,7 @@ export async function launchBrowser({ args = [], context: options = {} } = {}) {
     headless: true,
     viewport: { width: 1280, height: 720 },
     ...options,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection",
-      "--autoplay-policy=no-user-gesture-required", ...args,
-    ],
+    args: [...CHROMIUM_ARGS, ...args],
   });
   // WHEPCAST_PAGE=path/to/index.html: serve that viewer page, and its /assets/NAME from the
   // same directory, instead of the ones built into the binary (to try page changes against

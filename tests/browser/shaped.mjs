@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { WHEPCAST, CHROMIUM } from "./harness.mjs";
+import { WHEPCAST, CHROMIUM, CHROMIUM_ARGS } from "./harness.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const SHAPE = join(root, "scripts", "shape.sh");
@@ -124,12 +124,7 @@ export async function launchBrowserIn(link, { args = [], context: options = {}, 
     headless: true,
     viewport: { width: 1280, height: 720 },
     ...options,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection",
-      "--autoplay-policy=no-user-gesture-required", ...args,
-    ],
+    args: [...CHROMIUM_ARGS, ...args],
   });
   await context.addInitScript(() => {
     const Native = window.RTCPeerConnection;
