@@ -386,6 +386,13 @@ pub type ObservedPacer = Tap<PacerInterceptor, ShowQueue>;
 pub struct ShowQueue(Arc<Link>);
 
 impl Hooks<PacerInterceptor> for ShowQueue {
+    /// Within its budget the pacer lets a packet go the moment it is written: pacing spreads
+    /// bursts, it must not delay every frame by the driver's wake-ups (measured: glass-to-glass
+    /// 35 ms against 16 without a pacer, before this).
+    fn timeout_on_write(&self) -> bool {
+        true
+    }
+
     fn after(&mut self, pacer: &PacerInterceptor) {
         self.0.queued.store(pacer.queued(), Relaxed);
         self.0.refused.store(pacer.dropped(), Relaxed);

@@ -19,6 +19,13 @@ pub trait Hooks<I>: Send + Sync {
 
     /// Runs after the inner interceptor handled a packet either way or a timeout.
     fn after(&mut self, _inner: &I) {}
+
+    /// Whether the inner interceptor is given a timeout right after each packet written
+    /// (a pacer then releases at once what its budget allows, instead of at the driver's
+    /// next wake-up, which comes a millisecond or more later for every packet).
+    fn timeout_on_write(&self) -> bool {
+        false
+    }
 }
 
 /// An interceptor with [`Hooks`] around it.
@@ -45,7 +52,11 @@ impl<I: Interceptor, H: Hooks<I>> Protocol<TaggedPacket, TaggedPacket, ()> for T
         self.inner.poll_read()
     }
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        let now = msg.now;
         self.inner.handle_write(msg)?;
+        if self.hooks.timeout_on_write() {
+            self.inner.handle_timeout(now)?;
+        }
         self.hooks.after(&self.inner);
         Ok(())
     }
