@@ -108,7 +108,7 @@ export function openChannel(pc, state, on) {
           rendition: msg.rendition ?? null, index: msg.index ?? 0,
           renditions: Array.isArray(msg.renditions) ? msg.renditions.map(String) : [],
           estimator: msg.estimator ?? null, estimateBps: Number(msg.estimate_bps) || 0,
-          arrivingBps: Number(msg.arriving_bps) || 0,
+          arrivingBps: Number(msg.arriving_bps) || 0, provenBps: Number(msg.proven_bps) || 0,
           loss: Number(msg.loss) || 0, rttMs: typeof msg.rtt_ms === "number" ? msg.rtt_ms : null,
           switches: Number(msg.switches) || 0,
         };

@@ -40,8 +40,8 @@ export function statItems(state) {
   return [
     `${state.width}×${state.height}`,
     link?.rendition ? `rendition ${link.rendition}${state.quality && state.quality !== "auto" ? " (chosen)" : " (auto)"}` : "",
-    // The estimate as far as arrivals bear it out (the server moves up on the same rule).
-    link?.estimateBps ? `link ≈ ${mbps(link.arrivingBps ? Math.min(link.estimateBps, 1.5 * link.arrivingBps) : link.estimateBps)}` : "",
+    // The estimate as far as arrivals bear it out (what the server moves up on).
+    link?.provenBps ? `link ≈ ${mbps(link.provenBps)}` : "",
     `${Number(state.fps).toFixed(0)} fps`,
     `${state.kbps} kbps`,
     `lost ${state.packetsLost}`,

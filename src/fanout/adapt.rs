@@ -23,10 +23,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(6);
 pub struct Reading {
     /// Bits per second the link is estimated to carry; 0 while unknown.
     pub estimate_bps: u64,
-    /// Bits per second the connection's pacer releases at; 0 if it has none.
-    pub pacing_bps: u64,
-    /// Packets waiting in the connection's pacer.
-    pub queued_packets: usize,
+    /// How long the video waiting in the connection's pacer takes to leave.
+    pub pacer_delay: Duration,
     /// Queueing delay on the network path (one-way delay over its recent least).
     pub queueing: Duration,
     /// Bits per second arriving at the viewer lately; 0 when unknown.
@@ -49,16 +47,7 @@ impl Reading {
     }
 }
 
-impl Reading {
-    /// How long the packets waiting in the pacer take to leave.
-    pub fn queue_delay(&self) -> Duration {
-        if self.pacing_bps == 0 {
-            return Duration::ZERO;
-        }
-        let bits = (self.queued_packets * super::RTP_MTU * 8) as f64;
-        Duration::from_secs_f64(bits / self.pacing_bps as f64)
-    }
-}
+impl Reading {}
 
 /// Which rendition a viewer asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -436,17 +425,5 @@ mod tests {
         };
         let mut s = selector(insisting, 100_000, t0);
         assert_eq!(s.pick(at(t0, 100), &est(100_000), true), 0);
-    }
-
-    #[test]
-    fn the_pacer_queue_is_read_as_time() {
-        let r = Reading {
-            estimate_bps: 1_000_000,
-            pacing_bps: 960_000,
-            queued_packets: 100,
-            ..Default::default()
-        };
-        assert_eq!(r.queue_delay(), Duration::from_secs(1));
-        assert_eq!(Reading::default().queue_delay(), Duration::ZERO);
     }
 }

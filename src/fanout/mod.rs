@@ -183,16 +183,6 @@ impl Publisher {
         );
     }
 
-    /// The rate this rendition is encoded at.
-    pub fn bitrate(&self) -> u32 {
-        self.shared.bitrate
-    }
-
-    /// Viewers following this rendition now (one that is switching counts twice).
-    pub fn viewers(&self) -> usize {
-        self.shared.tx.receiver_count()
-    }
-
     /// Hands a frame to every viewer subscribed now.
     pub fn publish(&self, frame: MediaFrame) {
         let frame = Arc::new(frame);

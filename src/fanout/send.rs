@@ -230,7 +230,7 @@ pub async fn send(renditions: Renditions, viewer: Viewer, cancel: CancellationTo
 
         // Once per frame: does the link still carry this rendition?
         let reading = link();
-        let backlog = reading.queue_delay() > MAX_QUEUE_DELAY;
+        let backlog = reading.pacer_delay > MAX_QUEUE_DELAY;
         let congested = backlog || reading.queueing > MAX_PATH_QUEUEING;
         let want = selector.pick(Instant::now(), &reading, congested);
         if want == current {

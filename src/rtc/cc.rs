@@ -89,6 +89,7 @@ impl Link {
     pub fn queued_packets(&self) -> usize {
         self.queued.load(Relaxed)
     }
+    /// Packets the pacer refused because its queue was full.
     pub fn refused_packets(&self) -> u64 {
         self.refused.load(Relaxed)
     }
@@ -652,6 +653,15 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[1] >= w[0] - 1.0), "{seen:?}");
         assert!(seen[1] < seen[0] * 1.2, "no jump back: {seen:?}");
         assert!(*seen.last().unwrap() > capped * 2.0, "lifted: {seen:?}");
+    }
+
+    #[test]
+    fn the_pacer_queue_is_read_as_time() {
+        let link = Link::default();
+        link.pacing_bps.store(960_000, Relaxed);
+        link.queued.store(100, Relaxed);
+        assert_eq!(link.queue_delay(), Duration::from_secs(1));
+        assert_eq!(Link::default().queue_delay(), Duration::ZERO);
     }
 
     #[test]

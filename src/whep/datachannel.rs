@@ -65,6 +65,7 @@ fn link_message(viewer: &Viewer) -> String {
         "estimator": viewer.link.estimator(),
         "estimate_bps": viewer.link.estimate_bps(),
         "arriving_bps": viewer.link.arriving_bps(),
+        "proven_bps": super::reading(&viewer.link).proven_bps(),
         "loss": viewer.link.loss(),
         "rtt_ms": viewer.link.rtt().map(|d| d.as_secs_f64() * 1000.0),
         "switches": viewer.viewing.switches(),

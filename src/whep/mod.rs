@@ -265,8 +265,12 @@ pub struct ViewerReport {
     pub estimate_bps: u64,
     /// What arrives at the viewer (transport-wide feedback only).
     pub arriving_bps: u64,
+    /// The estimate as far as arrivals bear it out (what moving up is decided on).
+    pub proven_bps: u64,
     pub pacing_bps: u64,
     pub queued_packets: usize,
+    /// Packets the pacer refused (its queue was full).
+    pub pacer_refused: u64,
     /// Queueing delay on the path, ms.
     pub queueing_ms: f64,
     pub loss: f64,
@@ -500,13 +504,7 @@ impl Sessions {
             stamp,
             ready,
             preference,
-            link: Box::new(move || fanout::Reading {
-                estimate_bps: link.estimate_bps(),
-                pacing_bps: link.pacing_bps(),
-                queued_packets: link.queued_packets(),
-                queueing: link.queueing(),
-                arriving_bps: link.arriving_bps(),
-            }),
+            link: Box::new(move || reading(&link)),
             viewing: session.viewing.clone(),
             sent: sent.clone(),
         };
@@ -578,8 +576,10 @@ impl Sessions {
                     estimator: s.link.estimator(),
                     estimate_bps: s.link.estimate_bps(),
                     arriving_bps: s.link.arriving_bps(),
+                    proven_bps: reading(&s.link).proven_bps(),
                     pacing_bps: s.link.pacing_bps(),
                     queued_packets: s.link.queued_packets(),
+                    pacer_refused: s.link.refused_packets(),
                     queueing_ms: s.link.queueing().as_secs_f64() * 1000.0,
                     loss: s.link.loss(),
                     rtt_ms: s.link.rtt().map(|d| d.as_secs_f64() * 1000.0),
@@ -902,6 +902,16 @@ fn random_hex(n: usize) -> String {
         let _ = write!(s, "{:02x}", rand::random::<u8>());
         s
     })
+}
+
+/// What the viewer's sender reads of its link, once per frame.
+pub(crate) fn reading(link: &rtc::cc::Link) -> fanout::Reading {
+    fanout::Reading {
+        estimate_bps: link.estimate_bps(),
+        pacer_delay: link.queue_delay(),
+        queueing: link.queueing(),
+        arriving_bps: link.arriving_bps(),
+    }
 }
 
 /// Where a viewer's estimate starts and the range it stays in: it starts on the best
