@@ -70,7 +70,8 @@ up() {
   # offers just 0.0.0.0 and connects through a peer-reflexive candidate.
   ip -n "$n-srv" route add default via "$SRV_GW"
   ip -n "$n-view" route add default via "$VIEW_GW"
-  ip netns exec "$n-rtr" sysctl -qw net.ipv4.ip_forward=1
+  # (no sysctl binary needed: procps is not in every minimal image)
+  ip netns exec "$n-rtr" sh -c "echo 1 > /proc/sys/net/ipv4/ip_forward"
   trap - ERR
 }
 
