@@ -23,6 +23,8 @@
 //! | [`whep_query`]              | `?rendition=`, `?max_bitrate=`, `?insist=` of `POST /whep` |
 //! | [`authorization`], [`content_type`], [`if_match`], [`origin`] | the headers we read |
 //! | [`port_range`], [`ice_server`] | configuration (`--udp-ports`, `--stun`/`--turn`)      |
+//! | [`whip_link`]               | a WHIP endpoint's `Link: rel="ice-server"` headers ([`crate::whip::link`]) |
+//! | [`whip_message`]            | a WHIP endpoint's error bodies ([`crate::whip::client::message_of`]) |
 //!
 //! The tests at the bottom run every entry point on a fixed set of cases with `arbtest`, on
 //! stable Rust, in the normal test run (`cargo test --lib fuzz`). A failure prints its seed;
@@ -768,8 +770,14 @@ pub fn rtcp(data: &[u8]) {
         max_bps: 5e6,
     };
     let mut media = ::rtc::peer_connection::configuration::media_engine::MediaEngine::default();
-    let twcc = data.first().is_some_and(|b| b & 1 == 1);
-    let Ok(registry) = crate::rtc::cc::register(Registry::new(), &mut media, &link, bounds, twcc)
+    use crate::rtc::cc::Feedback;
+    let feedback = match data.first().map(|b| b % 3) {
+        Some(0) => Feedback::Twcc,
+        Some(1) => Feedback::Reports,
+        _ => Feedback::Either,
+    };
+    let Ok(registry) =
+        crate::rtc::cc::register(Registry::new(), &mut media, &link, bounds, feedback)
     else {
         return;
     };
@@ -1276,6 +1284,57 @@ pub fn ice_server(data: &[u8]) {
         let _ = server.for_agent();
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// What a WHIP endpoint sends us
+// ---------------------------------------------------------------------------------------
+
+/// `Link` header values of a WHIP `201` (one value per line of input).
+pub fn whip_link(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    check_links(&text.split('\n').collect::<Vec<_>>());
+}
+
+/// Real `Link` values (MediaMTX-, Cloudflare- and Janus-style), mutated.
+pub fn whip_link_structured(u: &mut Unstructured) -> Result<()> {
+    let bytes = mutate_lines(u, WHIP_LINKS, &["<turn:", "<stun:"])?;
+    let text = String::from_utf8_lossy(&bytes);
+    check_links(&text.lines().collect::<Vec<_>>());
+    Ok(())
+}
+
+fn check_links(values: &[&str]) {
+    let servers = crate::whip::link::ice_servers(values.iter().copied());
+    assert!(servers.len() <= crate::whip::link::MAX_SERVERS);
+    for s in &servers {
+        // Each is a server our own agent or a viewer could be told about again.
+        let again = IceServer::new(&s.url, s.username.clone(), s.credential.clone())
+            .expect("a kept server is valid");
+        let _ = again.link();
+        let _ = s.for_agent();
+    }
+}
+
+/// An error body of any status: the message we print is one clipped line.
+pub fn whip_message(data: &[u8]) {
+    let Some((&code, body)) = data.split_first() else {
+        return;
+    };
+    let status = axum::http::StatusCode::from_u16(400 + u16::from(code) % 200)
+        .unwrap_or(axum::http::StatusCode::BAD_REQUEST);
+    let msg = crate::whip::client::message_of(&String::from_utf8_lossy(body), status);
+    assert!(msg.chars().count() <= 303, "{} chars", msg.chars().count());
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    assert!(!msg.is_empty());
+}
+
+const WHIP_LINKS: &[&str] = &[
+    r#"<stun:stun.l.example.com:19302>; rel="ice-server""#,
+    r#"<turn:turn.example.net:3478?transport=udp>; rel="ice-server"; username="1700000000:user"; credential="c2VjcmV0PQ=="; credential-type="password""#,
+    r#"<turns:turn.example.net:5349?transport=tcp>; rel="ice-server"; username="u"; credential="p""#,
+    r#"<stun:a.example.net>; rel="ice-server", <turn:b.example.net>; rel="ice-server"; username="x"; credential="y""#,
+    r#"<urn:ietf:params:whip:ext:example:server-sent-events>; rel="urn:ietf:params:whip:ext:example:server-sent-events""#,
+];
 
 // ---------------------------------------------------------------------------------------
 // Mutation
@@ -2006,6 +2065,13 @@ mod tests {
         run(1000, bytes(if_match));
         run(4000, origin_structured);
         run(1000, bytes(origin));
+    }
+
+    #[test]
+    fn fuzz_whip_responses() {
+        run(6000, whip_link_structured);
+        run(2000, bytes(whip_link));
+        run(3000, bytes(whip_message));
     }
 
     #[test]

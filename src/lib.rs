@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! frame ◄── source ◄── pipeline ──► fanout ◄── whep ──► rtc
-//!   ▲         encode ◄──┘                                 
+//!   ▲         encode ◄──┘              ▲                  ▲
+//!   │                                  └──── whip ────────┘
 //!   └─────────────────────────────  http, server on top
 //! ```
 //!
@@ -24,7 +25,10 @@
 //! * [`fanout`]: encoded frames to every viewer; the per-viewer send (SSRC, payload type,
 //!   sequence numbers).
 //! * [`whep`]: viewer sessions (draft-ietf-wish-whep): create, PATCH, DELETE, supervise.
-//! * [`rtc`]: one peer connection per viewer: offer inspection, answer, ICE.
+//! * [`whip`]: publishing the stream to a WHIP endpoint (RFC 9725): a media server or CDN
+//!   that fans it out further; the publisher is one more receiver of the fan-out.
+//! * [`rtc`]: one peer connection per viewer (or per publishing session): offer
+//!   inspection, answer or offer, ICE, congestion control.
 //! * [`http`]: the axum routes, the viewer page and the JSON API; errors become responses.
 //! * [`server`]: wires the stages together for `whepcast serve`.
 //! * [`shutdown`]: every task a server starts, told to stop and waited for in one place.
@@ -48,6 +52,7 @@ pub mod server;
 pub mod shutdown;
 pub mod source;
 pub mod whep;
+pub mod whip;
 
 mod broadcaster;
 

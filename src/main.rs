@@ -22,9 +22,95 @@ struct Cli {
 enum Command {
     /// Serve a stream to browsers: open the printed URL, or POST a WHEP offer to /whep.
     Serve(ServeArgs),
+    /// Publish a stream to a WHIP endpoint (a media server or CDN that fans it out): the
+    /// encoder follows the endpoint's bandwidth feedback. Exit 0 when stopped (Ctrl-C,
+    /// SIGTERM, end of input; the session is deleted), 2 when the endpoint refuses.
+    Publish(PublishArgs),
     /// Encode a source to a file with the broadcaster's encoder, decode it back and check
     /// quality and format. Exit 0 when every check passed, 1 when one failed, 2 on bad input.
     Encode(EncodeArgs),
+}
+
+/// What to broadcast and how to encode it (`serve` and `publish`).
+#[derive(clap::Args)]
+struct InputArgs {
+    /// What to broadcast: pattern, screen, screen:N, image:PATH, y4m:PATH, y4m:-
+    /// (standard input), raw:PATH, raw:- (needs --size and --pixel-format).
+    #[arg(long, env = "WHEPCAST_SOURCE", default_value = "pattern")]
+    source: SourceSpec,
+    /// Picture size, WIDTHxHEIGHT (both even): the pattern's size (default 1280x720), the size
+    /// an image is scaled to, raw frames' size. A screen or y4m input has its own size.
+    #[arg(long, env = "WHEPCAST_SIZE")]
+    size: Option<Size>,
+    /// Layout of raw input frames.
+    #[arg(
+        long,
+        env = "WHEPCAST_PIXEL_FORMAT",
+        value_enum,
+        default_value = "i420"
+    )]
+    pixel_format: PixelFormat,
+    /// Frames per second (1-120).
+    #[arg(long, env = "WHEPCAST_FPS", default_value_t = 30)]
+    fps: u32,
+    /// Target bit rate: 2500k, 4M, ... (the most a publisher's encoder spends).
+    #[arg(long, env = "WHEPCAST_BITRATE", default_value = "2500k")]
+    bitrate: Bitrate,
+    /// Seconds between periodic keyframes (viewers also get one when they join).
+    #[arg(long, env = "WHEPCAST_KEYINT", default_value_t = 2.0)]
+    keyint: f32,
+}
+
+impl InputArgs {
+    fn settings(&self) -> EncodeSettings {
+        EncodeSettings {
+            size: self.size.unwrap_or_default(),
+            fps: self.fps,
+            bitrate: self.bitrate,
+            keyint: self.keyint,
+        }
+    }
+}
+
+/// STUN/TURN servers for our own ICE agent.
+#[derive(clap::Args)]
+struct IceArgs {
+    /// STUN server (stun:HOST[:PORT]) for the ICE agent and, through WHEP Link headers, for
+    /// viewers. Repeatable.
+    #[arg(long, env = "WHEPCAST_STUN", value_delimiter = ',')]
+    stun: Vec<String>,
+    /// TURN server (turn:HOST[:PORT][?transport=udp|tcp], turns:...), used like --stun; needs
+    /// --turn-user and --turn-pass. Repeatable.
+    #[arg(long, env = "WHEPCAST_TURN", value_delimiter = ',')]
+    turn: Vec<String>,
+    /// TURN username: one for all --turn servers, or the flag repeated once per server.
+    #[arg(long, env = "WHEPCAST_TURN_USER")]
+    turn_user: Vec<String>,
+    /// TURN password, like --turn-user. Prefer the environment variable.
+    #[arg(long, env = "WHEPCAST_TURN_PASS", hide_env_values = true)]
+    turn_pass: Vec<String>,
+}
+
+impl IceArgs {
+    fn servers(&self) -> Result<Vec<whepcast::rtc::IceServer>, whepcast::rtc::IceConfigError> {
+        whepcast::rtc::ice::servers(&self.stun, &self.turn, &self.turn_user, &self.turn_pass)
+    }
+}
+
+#[derive(clap::Args)]
+struct PublishArgs {
+    /// The WHIP endpoint's URL (e.g. https://host/whip/STREAM). Redirects (307/308) are
+    /// followed, and the token is sent to where they lead.
+    #[arg(env = "WHEPCAST_PUBLISH_URL")]
+    url: String,
+    /// Bearer token for the endpoint. Prefer the environment variable: command lines are
+    /// visible to other users.
+    #[arg(long, env = "WHEPCAST_PUBLISH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    input: InputArgs,
+    #[command(flatten)]
+    ice: IceArgs,
 }
 
 #[derive(clap::Args)]
@@ -76,37 +162,14 @@ struct ServeArgs {
     /// HTTP address to listen on. Use 0.0.0.0:8080 to let other machines watch.
     #[arg(long, env = "WHEPCAST_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// What to broadcast at /whep: pattern, screen, screen:N, image:PATH, y4m:PATH, y4m:-
-    /// (standard input), raw:PATH, raw:- (needs --size and --pixel-format).
-    #[arg(long, env = "WHEPCAST_SOURCE", default_value = "pattern")]
-    source: SourceSpec,
+    #[command(flatten)]
+    input: InputArgs,
     /// More streams, each at /whep/NAME and /view/NAME:
     /// NAME=SOURCE[,size=WxH][,fps=N][,bitrate=RATE][,keyint=S][,ladder=WxH@RATE/WxH@RATE|none].
     /// Repeatable (env: separate
     /// with ';'). When given, --source is not served unless also named here.
     #[arg(long = "stream", env = "WHEPCAST_STREAMS", value_delimiter = ';')]
     streams: Vec<StreamArg>,
-    /// Picture size, WIDTHxHEIGHT (both even): the pattern's size (default 1280x720), the size
-    /// an image is scaled to, raw frames' size. A screen or y4m input has its own size.
-    #[arg(long, env = "WHEPCAST_SIZE")]
-    size: Option<Size>,
-    /// Layout of raw input frames.
-    #[arg(
-        long,
-        env = "WHEPCAST_PIXEL_FORMAT",
-        value_enum,
-        default_value = "i420"
-    )]
-    pixel_format: PixelFormat,
-    /// Frames per second (1-120).
-    #[arg(long, env = "WHEPCAST_FPS", default_value_t = 30)]
-    fps: u32,
-    /// Target bit rate: 2500k, 4M, ...
-    #[arg(long, env = "WHEPCAST_BITRATE", default_value = "2500k")]
-    bitrate: Bitrate,
-    /// Seconds between periodic keyframes (viewers also get one when they join).
-    #[arg(long, env = "WHEPCAST_KEYINT", default_value_t = 2.0)]
-    keyint: f32,
     /// Renditions viewers move between as their links allow: `auto` (the stream's size at
     /// --bitrate B, half the size at B/4, a quarter at B/12), `none` (one rendition), or a
     /// list such as 1280x720@2500k,640x360@700k,320x180@200k. Each is encoded only while
@@ -123,24 +186,19 @@ struct ServeArgs {
     /// Most viewers per stream; more get 503 with Retry-After.
     #[arg(long, env = "WHEPCAST_MAX_VIEWERS")]
     max_viewers: Option<usize>,
-    /// STUN server (stun:HOST[:PORT]) for the server's ICE agent and, through WHEP Link
-    /// headers, for viewers. Repeatable.
-    #[arg(long, env = "WHEPCAST_STUN", value_delimiter = ',')]
-    stun: Vec<String>,
-    /// TURN server (turn:HOST[:PORT][?transport=udp|tcp], turns:...), used like --stun; needs
-    /// --turn-user and --turn-pass. Repeatable.
-    #[arg(long, env = "WHEPCAST_TURN", value_delimiter = ',')]
-    turn: Vec<String>,
-    /// TURN username: one for all --turn servers, or the flag repeated once per server.
-    #[arg(long, env = "WHEPCAST_TURN_USER")]
-    turn_user: Vec<String>,
-    /// TURN password, like --turn-user. Prefer the environment variable.
-    #[arg(long, env = "WHEPCAST_TURN_PASS", hide_env_values = true)]
-    turn_pass: Vec<String>,
+    #[command(flatten)]
+    ice: IceArgs,
     /// Public address of a 1:1 NAT in front of this host: advertised to viewers next to the
     /// local addresses, same ports (forward the --udp-ports range to this host). Repeatable.
     #[arg(long, env = "WHEPCAST_PUBLIC_IP", value_delimiter = ',')]
     public_ip: Vec<IpAddr>,
+    /// Also publish the first stream to this WHIP endpoint (a media server or CDN that fans
+    /// it out further): the very frames local viewers get, encoded once.
+    #[arg(long, env = "WHEPCAST_PUBLISH_URL")]
+    publish: Option<String>,
+    /// Bearer token for --publish. Prefer the environment variable.
+    #[arg(long, env = "WHEPCAST_PUBLISH_TOKEN", hide_env_values = true)]
+    publish_token: Option<String>,
     /// UDP ports for media, MIN-MAX (e.g. 50000-50100): one port per viewer, so a single
     /// firewall rule covers whepcast. When all are in use, new viewers get 503 + Retry-After.
     #[arg(long, env = "WHEPCAST_UDP_PORTS")]
@@ -167,18 +225,66 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let args = match cli.command {
+    let result = match cli.command {
         Command::Encode(args) => return encode(args),
-        Command::Serve(args) => args,
+        Command::Publish(args) => runtime.block_on(publish(args)),
+        Command::Serve(args) => runtime.block_on(serve(args)),
     };
-    let result = runtime.block_on(serve(args));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // The endpoint refused (token, offer) or a setting is wrong: retrying cannot help.
+            let refused = e
+                .downcast_ref::<whepcast::whip::WhipError>()
+                .is_some_and(|w| w.is_fatal());
+            std::process::ExitCode::from(if refused { 2 } else { 1 })
         }
     }
+}
+
+/// `whepcast publish`: one stream, one encoder that follows the endpoint's feedback.
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    use whepcast::whip::{self, PublishConfig};
+    let settings = args.input.settings();
+    settings.validate()?;
+    let client = whip::Client::new(&args.url, args.token.as_deref())?;
+    let opts = OpenOptions {
+        size: args.input.size,
+        pixel_format: Some(args.input.pixel_format),
+    };
+    let stream = StreamConfig::from_spec("main", args.input.source.clone(), opts, settings);
+    let pipeline = whepcast::pipeline::Pipeline::start(
+        &stream.name,
+        stream.label.clone(),
+        stream.open,
+        stream.settings,
+        &Ladder::Single,
+    )?;
+    let mut rtc = RtcConfig::for_listen_ip(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    rtc.ice_servers = args.ice.servers()?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    tracing::info!(
+        "publishing {} to {} at up to {}",
+        stream.label,
+        client.endpoint(),
+        settings.bitrate
+    );
+    let config = PublishConfig {
+        name: "whepcast".into(),
+        rtc,
+        follow_link: true,
+    };
+    whip::publish(client, pipeline.renditions(), config, cancel).await?;
+    if pipeline.status().is_ended() {
+        tracing::info!("the input ended");
+    }
+    Ok(())
 }
 
 /// `whepcast encode`: exit 0 pass, 1 a check failed (or encoding broke), 2 bad input.
@@ -393,18 +499,19 @@ impl std::str::FromStr for StreamArg {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let defaults = EncodeSettings {
-        size: args.size.unwrap_or_default(),
-        fps: args.fps,
-        bitrate: args.bitrate,
-        keyint: args.keyint,
-    };
+    let defaults = args.input.settings();
     defaults.validate()?;
+    // A bad URL or token is refused before anything starts.
+    let publisher = args
+        .publish
+        .as_deref()
+        .map(|url| whepcast::whip::Client::new(url, args.publish_token.as_deref()))
+        .transpose()?;
     let stream_args = if args.streams.is_empty() {
         vec![StreamArg {
             name: "main".into(),
-            source: args.source.clone(),
-            size: args.size,
+            source: args.input.source.clone(),
+            size: args.input.size,
             fps: None,
             bitrate: None,
             keyint: None,
@@ -422,20 +529,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..defaults
         };
         let opts = OpenOptions {
-            size: s.size.or(args.size),
-            pixel_format: Some(args.pixel_format),
+            size: s.size.or(args.input.size),
+            pixel_format: Some(args.input.pixel_format),
         };
         let mut stream = StreamConfig::from_spec(s.name, s.source, opts, settings);
         stream.ladder = s.ladder.unwrap_or_else(|| args.ladder.clone());
         streams.push(stream);
     }
     let mut rtc = RtcConfig::for_listen_ip(args.listen.ip());
-    rtc.ice_servers =
-        whepcast::rtc::ice::servers(&args.stun, &args.turn, &args.turn_user, &args.turn_pass)?;
+    rtc.ice_servers = args.ice.servers()?;
     rtc.public_ips = args.public_ip.clone();
     if let Some(range) = &args.udp_ports {
         rtc.ports = Some(PortPool::parse(range)?);
     }
+    let publish_rtc = RtcConfig {
+        ice_servers: rtc.ice_servers.clone(),
+        ..RtcConfig::for_listen_ip(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    };
     let config = ServeConfig {
         listen: args.listen,
         streams,
@@ -455,7 +565,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "whepcast: open http://{host}:{}/ to watch (WHEP endpoint: /whep)",
         addr.port()
     );
-    server.run(shutdown_signal()).await?;
+    // The publisher rides the first stream's renditions like one more viewer. A refusal
+    // (token, offer) stops the server too: the user asked for both.
+    let stop_publishing = tokio_util::sync::CancellationToken::new();
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
+    let publishing = publisher.map(|client| {
+        let stream = &server.sessions().streams()[0];
+        tracing::info!("publishing stream '{}' to {}", stream.name, client.endpoint());
+        let config = whepcast::whip::PublishConfig {
+            name: stream.name.clone(),
+            rtc: publish_rtc,
+            follow_link: false,
+        };
+        let task = whepcast::whip::publish(
+            client,
+            stream.renditions.clone(),
+            config,
+            stop_publishing.clone(),
+        );
+        tokio::spawn(async move {
+            let result = task.await;
+            if let Err(e) = &result {
+                tracing::error!("publishing stopped: {e}");
+                let _ = refused_tx.send(());
+            }
+            result
+        })
+    });
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            Ok(()) = refused_rx => {}
+        }
+    };
+    let served = server.run(stop).await;
+    stop_publishing.cancel();
+    if let Some(task) = publishing {
+        // It deletes its session before returning.
+        task.await??;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -751,6 +751,15 @@ impl EncodeStage {
             let Some(encoder) = r.encoder.as_mut() else {
                 continue;
             };
+            if let Some(target) = publisher.target_bitrate() {
+                // A change under 5 % is noise in the estimate, not worth re-planning for.
+                let now = encoder.bitrate() as f64;
+                if (target as f64 - now).abs() > now * 0.05 {
+                    if let Err(e) = encoder.set_bitrate(target) {
+                        tracing::warn!("cannot change the bit rate to {target}: {e}");
+                    }
+                }
+            }
             if !std::mem::replace(&mut r.watched, true) || job.resumed {
                 // Its first viewer (after a pause) starts here.
                 encoder.force_keyframe();

@@ -3,12 +3,19 @@
 // minus the capture time is the glass-to-glass latency (exact when server and viewer share a
 // clock, as on one machine).
 
-/** A reader for `video`; read() returns the capture time (Unix ms mod 2^40) or null. */
+/**
+ * A reader for `video`; read() returns the capture time (Unix ms mod 2^40) or null, decode()
+ * { frame, ms } (frame number mod 2^24, capture time) or null.
+ */
 export function barcodeReader(video) {
   const canvas = document.createElement("canvas");
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  return {
+  const reader = {
     read() {
+      const d = reader.decode();
+      return d ? d.ms : null;
+    },
+    decode() {
       const w = video.videoWidth, h = video.videoHeight;
       const bw = Math.floor(w / 76) & ~1, bh = Math.max(Math.floor(h / 40), 4) & ~1;
       if (bw < 2 || h < 4 * bh) return null;
@@ -33,7 +40,8 @@ export function barcodeReader(video) {
       if (check !== bytes[8]) return null;
       let ms = 0;
       for (let i = 3; i < 8; i++) ms = ms * 256 + bytes[i];
-      return ms;
+      return { frame: (bytes[0] << 16) | (bytes[1] << 8) | bytes[2], ms };
     },
   };
+  return reader;
 }

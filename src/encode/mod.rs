@@ -21,6 +21,8 @@ pub use worker::Worker;
 pub enum EncodeError {
     #[error("OpenH264: {0}")]
     OpenH264(#[from] openh264::Error),
+    #[error("OpenH264 refused an option change (error {0})")]
+    Option(i32),
     #[error("frame is {got} but the encoder was set up for {want}")]
     WrongSize {
         got: crate::config::Size,
@@ -28,12 +30,21 @@ pub enum EncodeError {
     },
 }
 
+/// The least rate [`Encoder::set_bitrate`] goes down to: below it a picture is mush, and
+/// a link that cannot carry it needs a smaller size, not a lower rate.
+pub const MIN_BITRATE: u32 = 50_000;
+
 /// An H.264 encoder configured for live video.
 pub struct Encoder {
     inner: openh264::encoder::Encoder,
     settings: EncodeSettings,
     out: Vec<u8>,
     frames: u64,
+    /// The rate rate control aims at now (bits per second); starts at the settings' rate.
+    bitrate: u32,
+    /// A rate asked for before OpenH264 set itself up (it does so on the first frame, from
+    /// the settings): applied right after that frame.
+    pending_bitrate: Option<u32>,
 }
 
 /// One encoded picture, borrowed from the encoder until the next call.
@@ -67,6 +78,8 @@ impl Encoder {
             settings,
             out: Vec::with_capacity(settings.bitrate.bps() as usize / 8),
             frames: 0,
+            bitrate: settings.bitrate.bps(),
+            pending_bitrate: None,
         })
     }
 
@@ -77,6 +90,45 @@ impl Encoder {
     /// Frames encoded so far.
     pub fn frames(&self) -> u64 {
         self.frames
+    }
+
+    /// The rate rate control aims at now, bits per second.
+    pub fn bitrate(&self) -> u32 {
+        self.pending_bitrate.unwrap_or(self.bitrate)
+    }
+
+    /// Aims rate control at `bps` from the next frame on, within 50 kbit/s and the
+    /// settings' rate (OpenH264's ceiling for this stream: it was set up with that as the
+    /// most it may spend). For a sender whose one receiver's link decides the rate.
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<(), EncodeError> {
+        let bps = bps.clamp(MIN_BITRATE.min(self.settings.bitrate.bps()), self.settings.bitrate.bps());
+        if bps == self.bitrate() {
+            return Ok(());
+        }
+        if self.frames == 0 {
+            // Not set up yet: OpenH264 would overwrite it on the first frame.
+            self.pending_bitrate = Some(bps);
+            return Ok(());
+        }
+        let mut info = openh264_sys2::SBitrateInfo {
+            iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
+            iBitrate: bps as std::ffi::c_int,
+        };
+        // SAFETY: ENCODER_OPTION_BITRATE reads one SBitrateInfo through the pointer, which
+        // lives across the call; the encoder is set up (a frame was encoded) and used by
+        // this thread alone (`&mut self`). It changes only the rate-control target, which
+        // the wrapper does not rely on.
+        let rc = unsafe {
+            self.inner.raw_api().set_option(
+                openh264_sys2::ENCODER_OPTION_BITRATE,
+                (&raw mut info).cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(EncodeError::Option(rc));
+        }
+        self.bitrate = bps;
+        Ok(())
     }
 
     /// Makes the next frame an IDR (a viewer joined or lost a picture).
@@ -98,6 +150,9 @@ impl Encoder {
         self.out.clear();
         bitstream.write_vec(&mut self.out);
         self.frames += 1;
+        if let Some(bps) = self.pending_bitrate.take() {
+            self.set_bitrate(bps)?;
+        }
         Ok(Encoded {
             annexb: &self.out,
             keyframe,
@@ -203,6 +258,66 @@ mod tests {
         assert!(!enc.encode(&frame).unwrap().keyframe);
         enc.force_keyframe();
         assert!(enc.encode(&frame).unwrap().keyframe);
+    }
+
+    /// Bytes of `n` pattern frames from `first` on, at the encoder's rate now.
+    fn bytes_over(enc: &mut Encoder, pat: &mut Pattern, first: u64, n: u64) -> usize {
+        let mut frame = I420Frame::new(enc.settings().size);
+        (first..first + n)
+            .map(|number| {
+                let info = FrameInfo {
+                    number,
+                    wall: SystemTime::now(),
+                };
+                pat.fill(&mut frame, info).unwrap();
+                enc.encode(&frame).unwrap().annexb.len()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_rate_follows_set_bitrate_within_the_settings() {
+        let settings = EncodeSettings {
+            size: Size::new(640, 360).unwrap(),
+            fps: 30,
+            bitrate: "800k".parse().unwrap(),
+            keyint: 10.0,
+        };
+        let mut enc = Encoder::new(settings).unwrap();
+        let mut pat = Pattern::new(settings.size);
+        // Settle, then two seconds at the full rate.
+        bytes_over(&mut enc, &mut pat, 0, 30);
+        let full = bytes_over(&mut enc, &mut pat, 30, 60) * 8 / 2;
+        enc.set_bitrate(200_000).unwrap();
+        assert_eq!(enc.bitrate(), 200_000);
+        bytes_over(&mut enc, &mut pat, 90, 30);
+        let low = bytes_over(&mut enc, &mut pat, 120, 60) * 8 / 2;
+        assert!(
+            (120_000..=300_000).contains(&low),
+            "at 200 kbit/s it spent {low} bit/s (at 800 kbit/s: {full})"
+        );
+        assert!(full > 2 * low, "800 kbit/s {full} vs 200 kbit/s {low}");
+        // Never above what the stream was set up for, never below the floor.
+        enc.set_bitrate(10_000_000).unwrap();
+        assert_eq!(enc.bitrate(), 800_000);
+        enc.set_bitrate(1).unwrap();
+        assert_eq!(enc.bitrate(), MIN_BITRATE);
+    }
+
+    #[test]
+    fn a_rate_set_before_the_first_frame_holds() {
+        let settings = EncodeSettings {
+            size: Size::new(320, 180).unwrap(),
+            bitrate: "1M".parse().unwrap(),
+            ..Default::default()
+        };
+        let mut enc = Encoder::new(settings).unwrap();
+        enc.set_bitrate(200_000).unwrap();
+        let mut pat = Pattern::new(settings.size);
+        bytes_over(&mut enc, &mut pat, 0, 30);
+        let bits = bytes_over(&mut enc, &mut pat, 30, 60) * 8 / 2;
+        assert_eq!(enc.bitrate(), 200_000);
+        assert!(bits < 350_000, "spent {bits} bit/s at 200 kbit/s");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packetizer::Payloader;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
@@ -77,6 +77,9 @@ struct Shared {
     bitrate: u32,
     /// Its picture size now, `width << 32 | height` (it follows the source's).
     size: AtomicU64,
+    /// The rate the receiver's link carries, when one receiver decides it (a WHIP
+    /// publisher's endpoint); 0: encode at `bitrate`.
+    target_bps: AtomicU32,
 }
 
 /// The pipeline's end of a stream's fan-out.
@@ -116,6 +119,7 @@ pub fn ladder(bitrates: &[u32]) -> (Vec<Publisher>, Renditions) {
                 ended: ended.clone(),
                 bitrate,
                 size: AtomicU64::new(0),
+                target_bps: AtomicU32::new(0),
             })
         })
         .collect();
@@ -203,6 +207,15 @@ impl Publisher {
         let _ = self.shared.tx.send(frame);
     }
 
+    /// The rate to encode at now, when the one receiver's link decides it
+    /// ([`Feed::follow_link`]).
+    pub fn target_bitrate(&self) -> Option<u32> {
+        match self.shared.target_bps.load(Ordering::Relaxed) {
+            0 => None,
+            bps => Some(bps),
+        }
+    }
+
     /// Whether anyone is subscribed.
     pub fn watched(&self) -> bool {
         self.shared.tx.receiver_count() > 0
@@ -280,6 +293,13 @@ impl Feed {
             .first()
             .is_some_and(|k| k.captured.elapsed() < START_FROM_LAST_KEYFRAME);
         (if fresh { since.clone() } else { Vec::new() }, frames)
+    }
+
+    /// Asks the encoder to aim at `bps` (within this rendition's rate): for a stream whose
+    /// only receiver is a WHIP endpoint, the encoder itself follows that link. `0` goes
+    /// back to the rendition's rate.
+    pub fn follow_link(&self, bps: u32) {
+        self.shared.target_bps.store(bps, Ordering::Relaxed);
     }
 
     /// Asks for an IDR soon. Requests are merged and rate-limited by the pipeline.

@@ -77,6 +77,8 @@ pub struct Link {
     arriving_bps: AtomicU64,
     /// Whether the viewer sends transport-wide feedback (GCC runs) or only reports.
     twcc: AtomicBool,
+    /// The receiver's own estimate (REMB), bits per second; 0 until one came.
+    remb_bps: AtomicU64,
 }
 
 impl Link {
@@ -119,6 +121,23 @@ impl Link {
             "loss"
         }
     }
+    /// The last REMB the receiver sent (its estimate, or a cap it sets), if any.
+    pub fn remb_bps(&self) -> Option<u64> {
+        match self.remb_bps.load(Relaxed) {
+            0 => None,
+            bps => Some(bps),
+        }
+    }
+    /// What to send at: the estimate, and no more than the receiver's REMB says.
+    pub fn target_bps(&self) -> u64 {
+        let estimate = self.estimate_bps();
+        self.remb_bps().map_or(estimate, |remb| estimate.min(remb))
+    }
+    /// Says whether transport-wide feedback was negotiated (an offerer learns it from the
+    /// answer): without it, receiver reports and REMB keep the estimate.
+    pub fn set_twcc(&self, twcc: bool) {
+        self.twcc.store(twcc, Relaxed);
+    }
     /// How long what waits in the pacer takes to leave.
     pub fn queue_delay(&self) -> Duration {
         let pacing = self.pacing_bps();
@@ -142,17 +161,30 @@ pub struct Bounds {
     pub max_bps: f64,
 }
 
-/// Registers congestion control for a viewer that offered `transport-cc` (`twcc`), or the
-/// report-based fallback otherwise, plus the observed pacer. Call after the codec is
-/// registered (feedback is attached to registered codecs only).
+/// What the receiver will tell us about its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// Transport-wide feedback on every packet: GCC estimates.
+    Twcc,
+    /// Receiver reports (loss) and REMB only: a loss-based estimate capped by REMB.
+    Reports,
+    /// Not known yet (we offer): both are negotiated if the answer takes them, and the
+    /// estimate comes from whichever arrives ([`Link::set_twcc`] once the answer is in).
+    Either,
+}
+
+/// Registers congestion control for the feedback a receiver gives, plus the observed
+/// pacer. Call after the codec is registered (feedback is attached to registered codecs
+/// only).
 pub fn register(
     registry: Registry,
     media: &mut MediaEngine,
     link: &Arc<Link>,
     bounds: Bounds,
-    twcc: bool,
+    feedback: Feedback,
 ) -> Result<Registry, rtc::shared::error::Error> {
-    link.twcc.store(twcc, Relaxed);
+    let twcc = feedback != Feedback::Reports;
+    link.twcc.store(feedback == Feedback::Twcc, Relaxed);
     // Loss repair: NACK (and PLI) feedback, answered from a send history while it can help.
     for parameter in ["", "pli"] {
         media.register_feedback(
@@ -186,7 +218,7 @@ pub fn register(
         )
         .with(
             Slot::from(RECEIPTS_SLOT),
-            ReadReports::new(link.clone(), bounds, !twcc),
+            ReadReports::new(link.clone(), bounds),
         );
     if twcc {
         media.register_feedback(
@@ -210,7 +242,8 @@ pub fn register(
                 CongestionControlBuilder::new(Published::new(gcc, link.clone())).build(),
             )
             .with(Slot::TwccSender, TwccSenderBuilder::new().build());
-    } else {
+    }
+    if feedback != Feedback::Twcc {
         media.register_feedback(
             RTCPFeedback {
                 typ: TYPE_RTCP_FB_GOOG_REMB.into(),
@@ -434,8 +467,6 @@ pub type Receipts = Tap<PassThrough, ReadReports>;
 pub struct ReadReports {
     link: Arc<Link>,
     bounds: Bounds,
-    /// Whether this interceptor owns the estimate (no GCC on this connection).
-    estimates: bool,
     loss_based: f64,
     remb: Option<f64>,
     last_update: Option<Instant>,
@@ -446,13 +477,12 @@ const LOW_LOSS: f64 = 0.02;
 const HIGH_LOSS: f64 = 0.10;
 
 impl ReadReports {
-    fn new(link: Arc<Link>, bounds: Bounds, estimates: bool) -> Receipts {
+    fn new(link: Arc<Link>, bounds: Bounds) -> Receipts {
         Tap {
             inner: PassThrough::default(),
             hooks: Self {
                 link,
                 bounds,
-                estimates,
                 loss_based: bounds.start_bps,
                 remb: None,
                 last_update: None,
@@ -468,7 +498,7 @@ impl ReadReports {
                     .store(rtt.as_micros().min(u32::MAX as u128) as u32, Relaxed);
             }
             let loss = r.fraction_lost as f64 / 256.0;
-            if !self.estimates {
+            if !self.estimates() {
                 continue;
             }
             self.link
@@ -487,6 +517,11 @@ impl ReadReports {
                 .clamp(self.bounds.min_bps, self.bounds.max_bps);
             self.publish();
         }
+    }
+
+    /// Whether this interceptor owns the estimate (no GCC on this connection).
+    fn estimates(&self) -> bool {
+        !self.link.twcc.load(Relaxed)
     }
 
     fn publish(&self) {
@@ -533,9 +568,12 @@ impl Hooks<PassThrough> for ReadReports {
                 if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                     self.on_report(msg.now, rr);
                 } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                    if self.estimates && remb.bitrate.is_finite() && remb.bitrate > 0.0 {
+                    if remb.bitrate.is_finite() && remb.bitrate > 0.0 {
+                        self.link.remb_bps.store(remb.bitrate as u64, Relaxed);
                         self.remb = Some(remb.bitrate as f64);
-                        self.publish();
+                        if self.estimates() {
+                            self.publish();
+                        }
                     }
                 }
             }

@@ -13,6 +13,7 @@ pub mod ice;
 pub mod keyframe;
 pub mod nomination;
 pub mod offer;
+pub mod publish;
 pub mod tap;
 
 use rtc::interceptor::{Registry, Slot};
@@ -212,17 +213,28 @@ pub fn shared_certificate() -> Result<RTCCertificate, RtcError> {
     Ok(CERT.get_or_init(|| cert).clone())
 }
 
-/// Builds a peer connection that will answer an offer and send `choice`. With a port
-/// range, its sockets take a port leased from it; the lease must live as long as the
+/// Which side of the offer/answer exchange our peer connection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A WHEP viewer offered; we answer with what its offer allows.
+    Answer,
+    /// We offer (WHIP publishing): we cannot know what the endpoint's estimator speaks, so
+    /// we offer both transport-wide feedback and REMB and use what is answered.
+    Offer,
+}
+
+/// Builds a peer connection that sends `choice`, answering an offer or making one. With a
+/// port range, its sockets take a port leased from it; the lease must live as long as the
 /// connection.
 pub async fn new_peer_connection(
     config: &RtcConfig,
     choice: &H264Choice,
+    role: Role,
     handler: Arc<dyn PeerConnectionEventHandler>,
     link: &Arc<cc::Link>,
     bounds: cc::Bounds,
 ) -> Result<(Arc<dyn PeerConnection>, Option<PortLease>), RtcError> {
-    let build = |handler, addrs| build(config, choice, handler, addrs, link, bounds);
+    let build = |handler, addrs| build(config, choice, role, handler, addrs, link, bounds);
     let Some(pool) = &config.ports else {
         let pc = build(handler, config.udp_addrs.clone()).await?;
         return Ok((pc, None));
@@ -265,6 +277,7 @@ fn why_no_socket(addrs: &[SocketAddr]) -> Option<Resource> {
 async fn build(
     config: &RtcConfig,
     choice: &H264Choice,
+    role: Role,
     handler: Arc<dyn PeerConnectionEventHandler>,
     udp_addrs: Vec<SocketAddr>,
     link: &Arc<cc::Link>,
@@ -289,8 +302,14 @@ async fn build(
     // Sender reports; NACK responder, congestion control and pacing (`cc`: GCC when the
     // viewer sends transport-wide feedback); then our PLI/FIR tap.
     let registry = configure_rtcp_reports(Registry::new());
-    let twcc = choice.rtcp_feedback.iter().any(|f| f == "transport-cc");
-    let registry = cc::register(registry, &mut media, link, bounds, twcc)?
+    let feedback = match role {
+        Role::Answer if choice.rtcp_feedback.iter().any(|f| f == "transport-cc") => {
+            cc::Feedback::Twcc
+        }
+        Role::Answer => cc::Feedback::Reports,
+        Role::Offer => cc::Feedback::Either,
+    };
+    let registry = cc::register(registry, &mut media, link, bounds, feedback)?
         .with(Slot::from(keyframe::SLOT), keyframe::requests());
 
     let settings = SettingEngineBuilder::new()
@@ -317,16 +336,20 @@ async fn build(
         .build();
 
     let addrs = udp_addrs.clone();
-    let pc = PeerConnectionBuilder::new()
+    let builder = PeerConnectionBuilder::new()
         .with_configuration(rtc_config)
         .with_media_engine(media)
         .with_setting_engine(settings)
         .with_interceptor_registry(registry)
         .with_handler(handler)
-        .with_udp_addrs(udp_addrs)
+        .with_udp_addrs(udp_addrs);
+    let builder = match role {
         // Answers a viewer's first, nominating check (see `nomination`) instead of waiting
-        // for its next one.
-        .with_runtime(nomination::runtime())
+        // for its next one. An offerer is the controlling agent: it nominates.
+        Role::Answer => builder.with_runtime(nomination::runtime()),
+        Role::Offer => builder,
+    };
+    let pc = builder
         // Data channel messages (frame metadata, chat) queue at most this much for a slow
         // viewer; beyond it they are dropped rather than buffered without bound.
         .with_data_channel_send_buffer_limit(DATA_CHANNEL_BUFFER)

@@ -428,6 +428,7 @@ impl Sessions {
         let (pc, port) = rtc::new_peer_connection(
             &self.inner.rtc,
             &choice,
+            rtc::Role::Answer,
             handler.clone(),
             &link,
             bounds,

@@ -12,3 +12,4 @@ mod limits;
 mod sources;
 mod support;
 mod whep;
+mod whip;

@@ -147,6 +147,8 @@ impl Drop for TestServer {
 #[derive(Default, Debug, Clone)]
 pub struct Decoded {
     pub frames: u64,
+    /// Decoded frames that were IDRs.
+    pub keyframes: u64,
     pub size: Option<(usize, usize)>,
     /// Frame numbers read from the pattern's barcode, in decode order.
     pub numbers: Vec<u32>,
@@ -274,24 +276,12 @@ pub struct Viewer {
     track: Arc<Mutex<Option<Arc<dyn TrackRemote>>>>,
 }
 
-/// Builds the client-side peer connection and its recvonly offer.
-pub async fn offer() -> (
+/// A peer connection set up as the tests' receiving side (H.264 PT 102, default
+/// interceptors: NACK, reports, TWCC receiver), with its gathering state and first track.
+pub async fn client_pc() -> (
     Arc<dyn PeerConnection>,
-    String,
+    watch::Receiver<bool>,
     oneshot::Receiver<Arc<dyn TrackRemote>>,
-) {
-    let (pc, sdp, track, _) = offer_with_channel(None).await;
-    (pc, sdp, track)
-}
-
-/// Like [`offer`], and with a data channel labelled `label` when given (as the page does).
-pub async fn offer_with_channel(
-    label: Option<&str>,
-) -> (
-    Arc<dyn PeerConnection>,
-    String,
-    oneshot::Receiver<Arc<dyn TrackRemote>>,
-    Option<Arc<dyn webrtc::data_channel::DataChannel>>,
 ) {
     let mut media = MediaEngine::default();
     media
@@ -327,7 +317,7 @@ pub async fn offer_with_channel(
             &mut media,
         )
         .unwrap();
-    let (gathered_tx, mut gathered_rx) = watch::channel(false);
+    let (gathered_tx, gathered_rx) = watch::channel(false);
     let (track_tx, track_rx) = oneshot::channel();
     let handler = Arc::new(ClientHandler {
         gathered: gathered_tx,
@@ -347,6 +337,29 @@ pub async fn offer_with_channel(
         .await
         .unwrap();
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    (pc, gathered_rx, track_rx)
+}
+
+/// Builds the client-side peer connection and its recvonly offer.
+pub async fn offer() -> (
+    Arc<dyn PeerConnection>,
+    String,
+    oneshot::Receiver<Arc<dyn TrackRemote>>,
+) {
+    let (pc, sdp, track, _) = offer_with_channel(None).await;
+    (pc, sdp, track)
+}
+
+/// Like [`offer`], and with a data channel labelled `label` when given (as the page does).
+pub async fn offer_with_channel(
+    label: Option<&str>,
+) -> (
+    Arc<dyn PeerConnection>,
+    String,
+    oneshot::Receiver<Arc<dyn TrackRemote>>,
+    Option<Arc<dyn webrtc::data_channel::DataChannel>>,
+) {
+    let (pc, mut gathered_rx, track_rx) = client_pc().await;
     pc.add_transceiver_from_kind(
         RtpCodecKind::Video,
         Some(RTCRtpTransceiverInit {
@@ -472,7 +485,7 @@ impl Viewer {
 }
 
 /// Depacketizes RTP into access units and decodes them.
-async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>, decode: bool) {
+pub async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>, decode: bool) {
     let mut last_seq: Option<u16> = None;
     let mut depack = H264Packet::default();
     let mut decoder = openh264::decoder::Decoder::new().unwrap();
@@ -533,6 +546,9 @@ async fn receive(track: Arc<dyn TrackRemote>, out: watch::Sender<Decoded>, decod
             state.last = Some(Picture::copy(w, h, [yuv.y(), yuv.u(), yuv.v()], ys, us));
             state.rtp_timestamps.push(pkt.header.timestamp);
             state.frames += 1;
+            if whepcast::encode::nal_units(&au).any(|u| u.first().is_some_and(|b| b & 0x1f == 5)) {
+                state.keyframes += 1;
+            }
             state.size = Some((w, h));
             state.first_frame_at.get_or_insert_with(Instant::now);
             out.send_replace(state.clone());
