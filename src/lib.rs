@@ -47,6 +47,7 @@ pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod relay;
 pub mod rtc;
 pub mod server;
 pub mod shutdown;

@@ -296,6 +296,72 @@ impl Drop for Pipeline {
 }
 
 impl Status {
+    /// The status of a stream whose frames arrive encoded ([`crate::relay`]): one rendition
+    /// at `settings`, whose [`Publisher`] the relay feeds.
+    pub(crate) fn relayed(name: &str, label: &str, settings: EncodeSettings) -> Self {
+        let (publishers, renditions) = fanout::ladder(&[settings.bitrate.bps()]);
+        publishers[0].set_size(settings.size);
+        let shared = Arc::new(Shared {
+            rendition_stats: vec![RenditionStats::default()],
+            rungs: vec![Rung {
+                size: crate::config::RungSize::Fraction(1),
+                bitrate: settings.bitrate,
+            }],
+            publishers,
+            renditions,
+            name: name.to_owned(),
+            label: label.to_owned(),
+            encode_busy_ns: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+            problem: std::sync::Mutex::new(None),
+            stats: Stats::default(),
+            settings,
+            started: Instant::now(),
+        });
+        shared.stats.set_size(settings.size);
+        Self { shared }
+    }
+
+    /// The fan-out the relay publishes to.
+    pub(crate) fn publisher(&self) -> &Publisher {
+        &self.shared.publishers[0]
+    }
+
+    /// Renditions for viewers.
+    pub(crate) fn feeds(&self) -> Renditions {
+        self.shared.renditions.clone()
+    }
+
+    /// Counts one frame sent on (`bytes` of payload, an IDR or not) at `size`.
+    pub(crate) fn relayed_frame(&self, bytes: u64, keyframe: bool, size: Size) {
+        let stats = &self.shared.stats;
+        stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+        stats.bytes_encoded.fetch_add(bytes, Ordering::Relaxed);
+        let own = &self.shared.rendition_stats[0];
+        own.frames_encoded.fetch_add(1, Ordering::Relaxed);
+        own.bytes_encoded.fetch_add(bytes, Ordering::Relaxed);
+        if keyframe {
+            stats.keyframes.fetch_add(1, Ordering::Relaxed);
+            own.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        if stats.size() != size {
+            stats.set_size(size);
+            self.shared.publishers[0].set_size(size);
+        }
+    }
+
+    /// The relay is alive (for `/healthz`).
+    pub(crate) fn tick(&self) {
+        let ms = self.shared.started.elapsed().as_millis() as u64;
+        self.shared.stats.last_tick_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Cancelled when the server drops the stream.
+    pub(crate) fn stopped(&self) -> &CancellationToken {
+        &self.shared.stop
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }

@@ -80,6 +80,15 @@ struct Shared {
     /// The rate the receiver's link carries, when one receiver decides it (a WHIP
     /// publisher's endpoint); 0: encode at `bitrate`.
     target_bps: AtomicU32,
+    /// How young the last keyframe must be for a joiner to start from it, ms
+    /// ([`START_FROM_LAST_KEYFRAME`] unless set).
+    replay_ms: AtomicU64,
+}
+
+impl Shared {
+    fn replay_window(&self) -> Duration {
+        Duration::from_millis(self.replay_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// The pipeline's end of a stream's fan-out.
@@ -120,6 +129,7 @@ pub fn ladder(bitrates: &[u32]) -> (Vec<Publisher>, Renditions) {
                 bitrate,
                 size: AtomicU64::new(0),
                 target_bps: AtomicU32::new(0),
+                replay_ms: AtomicU64::new(START_FROM_LAST_KEYFRAME.as_millis() as u64),
             })
         })
         .collect();
@@ -194,9 +204,8 @@ impl Publisher {
         if frame.keyframe {
             since.clear();
         }
-        let fresh = since
-            .first()
-            .is_none_or(|k| k.captured.elapsed() < START_FROM_LAST_KEYFRAME);
+        let window = self.shared.replay_window();
+        let fresh = since.first().is_none_or(|k| k.captured.elapsed() < window);
         if !fresh {
             // Too old to start anyone from: free it (and stop collecting until the next IDR).
             since.clear();
@@ -214,6 +223,15 @@ impl Publisher {
             0 => None,
             bps => Some(bps),
         }
+    }
+
+    /// How young the last keyframe must be for a joiner to start from it (and the frames
+    /// since) instead of asking for a new one. A relay, whose publisher sends keyframes
+    /// rarely and only when asked, keeps them longer than an encoder that makes one at will.
+    pub fn set_replay_window(&self, window: Duration) {
+        self.shared
+            .replay_ms
+            .store(window.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether anyone is subscribed.
@@ -289,9 +307,8 @@ impl Feed {
     ) -> (Vec<Arc<MediaFrame>>, broadcast::Receiver<Arc<MediaFrame>>) {
         let since = lock(&self.shared.since_keyframe);
         let frames = self.shared.tx.subscribe();
-        let fresh = since
-            .first()
-            .is_some_and(|k| k.captured.elapsed() < START_FROM_LAST_KEYFRAME);
+        let window = self.shared.replay_window();
+        let fresh = since.first().is_some_and(|k| k.captured.elapsed() < window);
         (if fresh { since.clone() } else { Vec::new() }, frames)
     }
 

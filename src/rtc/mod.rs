@@ -10,6 +10,7 @@
 pub mod answer;
 pub mod cc;
 pub mod ice;
+pub mod ingest;
 pub mod keyframe;
 pub mod nomination;
 pub mod offer;
@@ -33,7 +34,7 @@ use webrtc::peer_connection::{
 
 pub use answer::{answer, Answered};
 pub use ice::{advertise_candidates, IceConfigError, IceServer, PortLease, PortPool};
-pub use offer::{choose_h264, H264Choice, OfferError};
+pub use offer::{choose_h264, choose_h264_for, Direction, H264Choice, OfferError};
 
 /// The playout-delay RTP header extension: a sender's hint of how long a receiver may hold
 /// frames to smooth playback (we say: not at all).
@@ -221,6 +222,9 @@ pub enum Role {
     /// We offer (WHIP publishing): we cannot know what the endpoint's estimator speaks, so
     /// we offer both transport-wide feedback and REMB and use what is answered.
     Offer,
+    /// A WHIP publisher offered; we answer and receive: NACKs for lost packets, receiver
+    /// reports and transport-wide feedback (so the publisher's own estimator adapts).
+    Receive,
 }
 
 /// Builds a peer connection that sends `choice`, answering an offer or making one. With a
@@ -308,9 +312,19 @@ async fn build(
         }
         Role::Answer => cc::Feedback::Reports,
         Role::Offer => cc::Feedback::Either,
+        Role::Receive => cc::Feedback::Twcc,
     };
-    let registry = cc::register(registry, &mut media, link, bounds, feedback)?
-        .with(Slot::from(keyframe::SLOT), keyframe::requests());
+    let registry = match role {
+        Role::Receive => {
+            // NACK generator and responder, reports, TWCC receiver (and their feedback).
+            rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors(
+                Registry::new(),
+                &mut media,
+            )?
+        }
+        Role::Answer | Role::Offer => cc::register(registry, &mut media, link, bounds, feedback)?
+            .with(Slot::from(keyframe::SLOT), keyframe::requests()),
+    };
 
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -346,7 +360,7 @@ async fn build(
     let builder = match role {
         // Answers a viewer's first, nominating check (see `nomination`) instead of waiting
         // for its next one. An offerer is the controlling agent: it nominates.
-        Role::Answer => builder.with_runtime(nomination::runtime()),
+        Role::Answer | Role::Receive => builder.with_runtime(nomination::runtime()),
         Role::Offer => builder,
     };
     let pc = builder

@@ -20,6 +20,10 @@ pub enum OfferError {
     )]
     NotReceiving(String),
     #[error(
+        "the offer's video section is {0}; a WHIP publisher must offer sendonly (or sendrecv) video"
+    )]
+    NotSending(String),
+    #[error(
         "the offer has no usable H.264: whepcast sends H.264 Constrained Baseline \
          (profile-level-id=42e01f) with packetization-mode=1; {0}"
     )]
@@ -31,7 +35,10 @@ impl OfferError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             OfferError::Malformed(_) => http::StatusCode::BAD_REQUEST,
-            OfferError::NoVideo | OfferError::NotReceiving(_) | OfferError::NoH264(_) => {
+            OfferError::NoVideo
+            | OfferError::NotReceiving(_)
+            | OfferError::NotSending(_)
+            | OfferError::NoH264(_) => {
                 http::StatusCode::UNPROCESSABLE_ENTITY
             }
         }
@@ -48,8 +55,24 @@ pub struct H264Choice {
     pub rtcp_feedback: Vec<String>,
 }
 
-/// Checks an offer and picks the H.264 payload type to send.
+/// Which way the offerer wants video to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A viewer (WHEP): it receives, we send.
+    ToOfferer,
+    /// A publisher (WHIP): it sends, we receive.
+    FromOfferer,
+}
+
+/// Checks a viewer's offer and picks the H.264 payload type to send.
 pub fn choose_h264(sdp: &str) -> Result<H264Choice, OfferError> {
+    choose_h264_for(sdp, Direction::ToOfferer)
+}
+
+/// Checks an offer and picks its best H.264 payload type, for video going `direction`.
+/// Either way the format must be one a Constrained Baseline stream fits in, with
+/// packetization-mode 1: what viewers decode, and what we repacketize.
+pub fn choose_h264_for(sdp: &str, direction: Direction) -> Result<H264Choice, OfferError> {
     let desc = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|e| OfferError::Malformed(e.to_string()))?;
     if desc.media_descriptions.is_empty() {
@@ -77,9 +100,13 @@ pub fn choose_h264(sdp: &str) -> Result<H264Choice, OfferError> {
             "no a=ice-ufrag/a=ice-pwd; send the browser's complete offer".into(),
         ));
     }
-    for dir in ["sendonly", "inactive"] {
+    let (refused, error): (&[&str], fn(String) -> OfferError) = match direction {
+        Direction::ToOfferer => (&["sendonly", "inactive"], OfferError::NotReceiving),
+        Direction::FromOfferer => (&["recvonly", "inactive"], OfferError::NotSending),
+    };
+    for dir in refused {
         if video.has_attribute(dir) {
-            return Err(OfferError::NotReceiving(dir.into()));
+            return Err(error((*dir).into()));
         }
     }
 

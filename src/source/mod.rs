@@ -11,6 +11,7 @@ pub mod pattern;
 pub mod push;
 pub mod screen;
 mod shm;
+pub mod standby;
 
 use crate::config::Size;
 use crate::frame::{FrameError, I420Frame, Rect};

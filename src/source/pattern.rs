@@ -230,7 +230,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// BT.601 limited-range conversion of one colour (for flat fills).
-fn rgb_to_yuv([r, g, b]: [u8; 3]) -> [u8; 3] {
+pub(crate) fn rgb_to_yuv([r, g, b]: [u8; 3]) -> [u8; 3] {
     let (r, g, b) = (r as f32, g as f32, b as f32);
     let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
     let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
