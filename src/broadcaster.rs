@@ -81,6 +81,7 @@ impl BroadcasterBuilder {
             token: None,
             max_viewers: None,
             public: false,
+            ingest_token: None,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -10,13 +10,18 @@
 //! | `PATCH /whep/session/{id}`  | trickle ICE → `204`; ICE restart → `200` + fragment     |
 //! | `DELETE /whep/session/{id}` | ends the session → `200`                                |
 //! | `GET /api/streams`          | JSON: each stream's settings, viewers and counters      |
+//! | `POST /whip[/{name}]`       | a publisher's SDP offer (`--source whip`) → `201` + answer; `409` if it has one |
+//! | `PATCH`/`DELETE /whip/session/{id}` | the publisher's trickle / ICE restart / leaving |
+//! | `GET /publish[/{name}]`     | the publish page (screen, camera or canvas over WHIP)   |
 //!
-//! With a token configured, the WHEP routes and the API need `Authorization: Bearer`.
+//! With a token configured, the WHEP routes and the API need `Authorization: Bearer`; the
+//! WHIP routes need the ingest token instead (`--ingest-token`), when one is set.
 //! Handlers are small; every failure becomes an [`HttpError`], and [`HttpError`] alone
 //! decides status codes and messages (plain text that says what to fix).
 
 use crate::pipeline;
 use crate::whep::{self, sdpfrag, Patched, Sessions, WhepError};
+use crate::whip::ingest::Ingest;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -32,6 +37,8 @@ pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 
 /// The viewer page, compiled into the binary so it works offline with no build step.
 pub const VIEWER_PAGE: &str = include_str!("../web/index.html");
+/// The publish page (WHIP from a browser), compiled in likewise.
+pub const PUBLISH_PAGE: &str = include_str!("../web/publish.html");
 
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -50,16 +57,22 @@ pub const VIEWER_ASSETS: &[(&str, &str, &str)] = &[
     ("streams.js", JS, include_str!("../web/streams.js")),
     ("controls.js", JS, include_str!("../web/controls.js")),
     ("quality.js", JS, include_str!("../web/quality.js")),
+    ("publish.js", JS, include_str!("../web/publish.js")),
+    ("publish.css", CSS, include_str!("../web/publish.css")),
 ];
 
 /// State shared by all handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub sessions: Sessions,
+    /// WHIP publishers' sessions (streams with `--source whip`).
+    pub ingest: Ingest,
     /// Each stream's pipeline, for the API, `/metrics` and `/healthz`.
     pub pipelines: std::sync::Arc<[pipeline::Status]>,
     /// When set, WHEP and API requests need `Authorization: Bearer <token>`.
     pub token: Option<Token>,
+    /// When set, WHIP publishers need `Authorization: Bearer <ingest token>`.
+    pub ingest_token: Option<Token>,
 }
 
 /// A bearer token, compared in constant time and never printed.
@@ -125,9 +138,27 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_token,
         ));
+    // Publishing has its own token: a viewer's token must not let anyone publish.
+    let ingest = Router::new()
+        .route("/whip", endpoint(post_whip_default))
+        .route("/whip/{stream}", endpoint(post_whip_named))
+        .route(
+            "/whip/session/{id}",
+            MethodRouter::new()
+                .delete(delete_publisher)
+                .patch(patch_publisher)
+                .fallback(|| async { HttpError::MethodNotAllowed(SESSION_ALLOW) }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_ingest_token,
+        ));
     let app = Router::new()
         .route("/", get(viewer_page))
         .route("/view/{stream}", get(viewer_page))
+        .route("/publish", get(publish_page))
+        .route("/publish/{stream}", get(publish_page))
+        .merge(ingest)
         .route("/assets/{name}", get(viewer_asset))
         .route("/healthz", get(healthz))
         .merge(protected)
@@ -237,6 +268,92 @@ async fn post_named(
     create_session(state, stream, query.into(), headers, body).await
 }
 
+/// `POST /whip`: the first stream that takes publishers.
+async fn post_whip_default(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    let name = state
+        .ingest
+        .stream_names()
+        .first()
+        .map(|s| s.to_string())
+        .ok_or(HttpError::NoIngest)?;
+    create_publisher(state, name, headers, body).await
+}
+
+/// `POST /whip/{stream}`.
+async fn post_whip_named(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    create_publisher(state, stream, headers, body).await
+}
+
+/// A publisher's offer → its session.
+async fn create_publisher(
+    state: AppState,
+    stream: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    check_content_type(&headers, "application/sdp")?;
+    let offer = read_offer(&headers, body).await?;
+    let answer = state.ingest.create(&stream, offer).await?;
+    // With an ingest token, the publisher showed it; without one, only same-origin.
+    let credentials = state.ingest_token.is_some() || same_origin_or_none(&headers);
+    created(&state, answer, "/whip/session/", credentials)
+}
+
+/// `PATCH /whip/session/{id}`.
+async fn patch_publisher(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    check_content_type(&headers, TRICKLE_TYPE)?;
+    let body = read_body(&headers, body, sdpfrag::MAX_FRAGMENT_BYTES).await?;
+    let patched = state.ingest.patch(&id, if_match(&headers)?, &body).await?;
+    patched_response(patched)
+}
+
+/// `DELETE /whip/session/{id}`: the publisher leaves; viewers see the waiting picture.
+async fn delete_publisher(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
+    state.ingest.delete(&id).await?;
+    Ok((StatusCode::OK, "publishing ended\n").into_response())
+}
+
+async fn publish_page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PUBLISH_PAGE,
+    )
+}
+
+/// Refuses WHIP requests without the right ingest token (when the server has one).
+async fn require_ingest_token(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match &state.ingest_token {
+        Some(token) if !token.admits(req.headers().get(header::AUTHORIZATION)) => {
+            HttpError::NoIngestToken.into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
 async fn viewer_page() -> impl IntoResponse {
     (
         [
@@ -295,9 +412,29 @@ async fn options_headers(
         .as_ref()
         .is_none_or(|t| t.admits(req.headers().get(header::AUTHORIZATION)));
     let credentials = turn_credentials_allowed(&state, req.headers());
+    let req_auth = req.headers().get(header::AUTHORIZATION).cloned();
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    if path.starts_with("/whep/session/") {
+    if path.starts_with("/whip") {
+        let ingest_ok = state
+            .ingest_token
+            .as_ref()
+            .is_none_or(|t| t.admits(req_auth.as_ref()));
+        if path.starts_with("/whip/session/") {
+            h.insert(header::ALLOW, HeaderValue::from_static(SESSION_ALLOW));
+            h.insert(
+                header::HeaderName::from_static("accept-patch"),
+                HeaderValue::from_static(TRICKLE_TYPE),
+            );
+        } else {
+            h.insert(header::ALLOW, HeaderValue::from_static(ENDPOINT_ALLOW));
+            h.insert(accept_post(), HeaderValue::from_static("application/sdp"));
+            if ingest_ok {
+                let credentials = state.ingest_token.is_some() || credentials;
+                add_ice_links(&state, h, credentials);
+            }
+        }
+    } else if path.starts_with("/whep/session/") {
         h.insert(header::ALLOW, HeaderValue::from_static(SESSION_ALLOW));
         h.insert(
             header::HeaderName::from_static("accept-patch"),
@@ -359,11 +496,28 @@ async fn create_session(
     body: Body,
 ) -> Result<Response, HttpError> {
     check_content_type(&headers, "application/sdp")?;
-    let offer = read_body(&headers, body, MAX_OFFER_BYTES).await?;
-    let offer = String::from_utf8(offer.to_vec())
-        .map_err(|_| HttpError::BadRequest("the SDP offer is not UTF-8 text".into()))?;
+    let offer = read_offer(&headers, body).await?;
     let answer = state.sessions.create(&stream, offer, &wishes).await?;
-    let location = format!("/whep/session/{}", answer.session_id);
+    let credentials = turn_credentials_allowed(&state, &headers);
+    created(&state, answer, "/whep/session/", credentials)
+}
+
+/// An SDP offer from a request body: at most [`MAX_OFFER_BYTES`], UTF-8.
+async fn read_offer(headers: &HeaderMap, body: Body) -> Result<String, HttpError> {
+    let offer = read_body(headers, body, MAX_OFFER_BYTES).await?;
+    String::from_utf8(offer.to_vec())
+        .map_err(|_| HttpError::BadRequest("the SDP offer is not UTF-8 text".into()))
+}
+
+/// `201 Created`: the answer, the session's `Location` (under `sessions`), its `ETag`, and
+/// the ICE servers (`Link`).
+fn created(
+    state: &AppState,
+    answer: whep::Answer,
+    sessions: &str,
+    credentials: bool,
+) -> Result<Response, HttpError> {
+    let location = format!("{sessions}{}", answer.session_id);
     let mut response = (StatusCode::CREATED, answer.sdp).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -372,7 +526,7 @@ async fn create_session(
     );
     h.insert(header::LOCATION, header_value(&location)?);
     h.insert(header::ETAG, header_value(&answer.etag)?);
-    add_ice_links(&state, h, turn_credentials_allowed(&state, &headers));
+    add_ice_links(state, h, credentials);
     Ok(response)
 }
 
@@ -386,11 +540,16 @@ async fn patch_session(
 ) -> Result<Response, HttpError> {
     check_content_type(&headers, TRICKLE_TYPE)?;
     let body = read_body(&headers, body, sdpfrag::MAX_FRAGMENT_BYTES).await?;
-    match state
+    let patched = state
         .sessions
         .patch(&id, if_match(&headers)?, &body)
-        .await?
-    {
+        .await?;
+    patched_response(patched)
+}
+
+/// `204` for a trickle, `200` + the server's fragment and the new `ETag` for a restart.
+fn patched_response(patched: Patched) -> Result<Response, HttpError> {
+    match patched {
         Patched::Trickled { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
         Patched::Restarted { fragment, etag } => {
             let mut response = (StatusCode::OK, fragment).into_response();
@@ -616,6 +775,10 @@ pub enum HttpError {
     BadRequest(String),
     #[error("this server needs a token: send Authorization: Bearer <token> (the viewer page takes it as #token=... in its URL)")]
     Unauthorized,
+    #[error("publishing here needs the ingest token: send Authorization: Bearer <ingest token> (the publish page takes it as #token=... in its URL)")]
+    NoIngestToken,
+    #[error("no stream here takes WHIP publishers; start the server with --source whip (or --stream NAME=whip)")]
+    NoIngest,
     #[error("method not allowed here; allowed: {0}")]
     MethodNotAllowed(&'static str),
     #[error("nothing here; the WHEP endpoint is POST /whep and the viewer page is /")]
@@ -631,7 +794,8 @@ impl IntoResponse for HttpError {
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::Unauthorized | HttpError::NoIngestToken => StatusCode::UNAUTHORIZED,
+            HttpError::NoIngest => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

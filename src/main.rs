@@ -180,9 +180,14 @@ struct ServeArgs {
     /// environment variable: command lines are visible to other users.
     #[arg(long, env = "WHEPCAST_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Allow sharing a screen beyond loopback without a token (deliberately public).
+    /// Allow sharing a screen, or taking WHIP publishers, beyond loopback without a token
+    /// (deliberately public).
     #[arg(long, env = "WHEPCAST_PUBLIC")]
     public: bool,
+    /// Token WHIP publishers must send (`Authorization: Bearer`) to /whip; needed for
+    /// --source whip beyond loopback (unless --public). Prefer the environment variable.
+    #[arg(long, env = "WHEPCAST_INGEST_TOKEN", hide_env_values = true)]
+    ingest_token: Option<String>,
     /// Most viewers per stream; more get 503 with Retry-After.
     #[arg(long, env = "WHEPCAST_MAX_VIEWERS")]
     max_viewers: Option<usize>,
@@ -553,6 +558,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token: args.token.clone(),
         max_viewers: args.max_viewers,
         public: args.public,
+        ingest_token: args.ingest_token.clone(),
     };
     let server = Server::bind(config).await?;
     let addr = server.local_addr();

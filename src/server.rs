@@ -7,7 +7,9 @@ use crate::pipeline::{self, OpenSource, Pipeline, StartError};
 use crate::rtc::RtcConfig;
 use crate::shutdown::Shutdown;
 use crate::source::{self, OpenOptions, Source, SourceSpec};
+use crate::relay::Relay;
 use crate::whep::{Limits, Sessions, Stream};
+use crate::whip::ingest::{Ingest, IngestStream};
 use std::future::Future;
 use std::net::SocketAddr;
 
@@ -38,6 +40,17 @@ pub enum ServeError {
          127.0.0.1, or pass --public if the screen is meant for everyone"
     )]
     ScreenWithoutToken(SocketAddr),
+    #[error(
+        "refusing to take WHIP publishers on {0} without an ingest token: anyone who can \
+         reach this address could publish. Set one with WHEPCAST_INGEST_TOKEN=<secret> (or \
+         --ingest-token), listen on 127.0.0.1, or pass --public if anyone may publish"
+    )]
+    IngestWithoutToken(SocketAddr),
+    #[error(
+        "the ingest token must be non-empty printable ASCII without spaces; e.g. \
+         WHEPCAST_INGEST_TOKEN=$(openssl rand -hex 16)"
+    )]
+    BadIngestToken,
     #[error("the token is empty; set a secret, e.g. WHEPCAST_TOKEN=$(openssl rand -hex 16)")]
     EmptyToken,
     #[error(
@@ -127,6 +140,9 @@ pub struct StreamConfig {
     pub ladder: Ladder,
     /// Whether it shows a screen (which needs a token beyond loopback).
     pub shares_screen: bool,
+    /// Whether its pictures come from a WHIP publisher (`--source whip`): the server relays
+    /// them ([`crate::relay`]) instead of running a pipeline, and `open` is not used.
+    pub ingest: bool,
 }
 
 /// Whether `name` can name a stream: it goes in URLs (`/whep/{name}`), and `session` is
@@ -152,6 +168,7 @@ impl StreamConfig {
             name: name.into(),
             label: spec.to_string(),
             shares_screen: matches!(spec, SourceSpec::Screen(_)),
+            ingest: spec == SourceSpec::Whip,
             open: Box::new(move |stop| source::open(&spec, opts, stop)),
             settings,
             ladder: Ladder::Auto,
@@ -172,6 +189,7 @@ impl StreamConfig {
             ladder: Ladder::Auto,
             settings,
             shares_screen: false,
+            ingest: false,
         }
     }
 }
@@ -187,6 +205,9 @@ pub struct ServeConfig {
     pub max_viewers: Option<usize>,
     /// Share a screen beyond loopback without a token: the user said it is meant for all.
     pub public: bool,
+    /// Bearer token WHIP publishers must present (`None`: anyone who can reach the server
+    /// may publish, which is allowed only on loopback or with `public`).
+    pub ingest_token: Option<String>,
 }
 
 impl ServeConfig {
@@ -219,6 +240,16 @@ impl ServeConfig {
         if screen && !self.listen.ip().is_loopback() && self.token.is_none() && !self.public {
             return Err(ServeError::ScreenWithoutToken(self.listen));
         }
+        if let Some(t) = self.ingest_token.as_deref() {
+            if t.trim().is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ServeError::BadIngestToken);
+            }
+        }
+        let ingest = self.streams.iter().any(|s| s.ingest);
+        if ingest && !self.listen.ip().is_loopback() && self.ingest_token.is_none() && !self.public
+        {
+            return Err(ServeError::IngestWithoutToken(self.listen));
+        }
         Ok(())
     }
 }
@@ -227,11 +258,14 @@ impl ServeConfig {
 pub struct Server {
     listener: tokio::net::TcpListener,
     sessions: Sessions,
+    ingest: Ingest,
     token: Option<crate::http::Token>,
+    ingest_token: Option<crate::http::Token>,
     statuses: Vec<pipeline::Status>,
     shutdown: Shutdown,
-    // Dropping these stops the pipeline threads; kept until the server ends.
+    // Dropping these stops the pipeline and relay threads; kept until the server ends.
     _pipelines: Vec<Pipeline>,
+    _relays: Vec<Relay>,
 }
 
 impl Server {
@@ -242,9 +276,31 @@ impl Server {
         // Made now so the first viewer does not wait for it.
         crate::rtc::shared_certificate()?;
         let mut pipelines = Vec::new();
+        let mut relays = Vec::new();
+        let mut ingest_streams = Vec::new();
         let mut streams = Vec::new();
         let mut statuses = Vec::new();
         for s in config.streams {
+            if s.ingest {
+                let relay = Relay::start(&s.name, s.settings).map_err(ServeError::Runtime)?;
+                let status = relay.status();
+                tracing::info!(
+                    "stream '{}': relays a WHIP publisher (POST /whip/{}); until one comes, a waiting picture at {}",
+                    s.name,
+                    s.name,
+                    s.settings.size
+                );
+                let stream = Stream::new(&s.name, status.feeds());
+                ingest_streams.push(IngestStream {
+                    name: s.name.clone(),
+                    inlet: relay.inlet(),
+                    feed: stream.renditions.top().clone(),
+                });
+                streams.push(stream);
+                statuses.push(status);
+                relays.push(relay);
+                continue;
+            }
             let pipeline = Pipeline::start(&s.name, s.label.clone(), s.open, s.settings, &s.ladder)
                 .map_err(|err| ServeError::Stream {
                     name: s.name.clone(),
@@ -284,11 +340,14 @@ impl Server {
             })?;
         Ok(Self {
             listener,
+            ingest: Ingest::new(config.rtc.clone(), ingest_streams, shutdown.clone()),
             sessions: Sessions::new(config.rtc, streams, limits, shutdown.clone()),
             shutdown,
             token: config.token.as_deref().map(crate::http::Token::new),
+            ingest_token: config.ingest_token.as_deref().map(crate::http::Token::new),
             statuses,
             _pipelines: pipelines,
+            _relays: relays,
         })
     }
 
@@ -310,10 +369,13 @@ impl Server {
     ) -> Result<(), ServeError> {
         let app = http::router(AppState {
             sessions: self.sessions.clone(),
+            ingest: self.ingest.clone(),
             pipelines: self.statuses.clone().into(),
             token: self.token.clone(),
+            ingest_token: self.ingest_token.clone(),
         });
         let sessions = self.sessions.clone();
+        let ingest = self.ingest.clone();
         self.shutdown
             .spawn(crate::metrics::upkeep(self.shutdown.token().clone()));
         let result = axum::serve(self.listener, app)
@@ -321,9 +383,11 @@ impl Server {
                 shutdown.await;
                 // Close sessions before axum waits for connections to drain.
                 sessions.close_all().await;
+                ingest.close_all().await;
             })
             .await;
         self.sessions.close_all().await;
+        self.ingest.close_all().await;
         // Every session's tasks end with its close; wait until they all have.
         self.shutdown.start();
         if tokio::time::timeout(TASKS_GRACE, self.shutdown.finished())

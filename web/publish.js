@@ -472,6 +472,7 @@ async function start(byUser) {
 
 /** POSTs the offer; resolves to { url, etag, sdp } or throws (HttpStatusError, PageError). */
 async function post(offer) {
+  // Not aborted by Stop: an answer that comes after it still tells which session to DELETE.
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), ANSWER_MS);
   let res, body;

@@ -27,7 +27,7 @@ pub use push::{FramePusher, PushSource};
 pub enum SourceError {
     #[error(
         "unknown source '{0}'; use pattern, screen, screen:N, image:PATH, y4m:PATH, y4m:-, \
-         raw:PATH or raw:-"
+         raw:PATH, raw:- or whip"
     )]
     Unknown(String),
     #[error("{0}")]
@@ -63,6 +63,9 @@ pub enum SourceSpec {
     Y4m(Option<PathBuf>),
     /// Raw frames of `--size` and `--pixel-format` from a file or standard input (`None`).
     Raw(Option<PathBuf>),
+    /// Whatever a WHIP publisher sends to `/whip[/NAME]` (relayed, not a [`Source`]: the
+    /// server runs a [`crate::relay`] for it instead of a pipeline).
+    Whip,
 }
 
 /// Reads `-` as standard input, anything else as a path.
@@ -99,6 +102,7 @@ impl std::str::FromStr for SourceSpec {
             ("y4m", _) => Err(need("path or -")),
             ("raw", Some(p)) if !p.is_empty() => Ok(SourceSpec::Raw(path_or_stdin(p))),
             ("raw", _) => Err(need("path or -")),
+            ("whip", None) => Ok(SourceSpec::Whip),
             _ => Err(SourceError::Unknown(s.to_string())),
         }
     }
@@ -117,6 +121,7 @@ impl std::fmt::Display for SourceSpec {
             SourceSpec::Image(p) => write!(f, "image:{}", p.display()),
             SourceSpec::Y4m(p) => write!(f, "y4m:{}", path(p)),
             SourceSpec::Raw(p) => write!(f, "raw:{}", path(p)),
+            SourceSpec::Whip => f.write_str("whip"),
         }
     }
 }
@@ -239,5 +244,9 @@ pub fn open(
                 stop,
             )?))
         }
+        SourceSpec::Whip => Err(SourceError::Invalid(
+            "a WHIP stream's frames come from its publisher; `serve` relays it (encode needs a file or pattern)"
+                .into(),
+        )),
     }
 }

@@ -20,8 +20,10 @@
 //! stops its tasks and calls `close()` on the peer connection (dropping one leaks it).
 
 pub mod datachannel;
+mod patch;
 pub mod sdpfrag;
 
+pub(crate) use patch::{check_if_match, IceSession};
 pub use sdpfrag::{Fragment, FragmentError};
 
 use crate::fanout::{self, Feed, Preference, Renditions};
@@ -34,18 +36,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use webrtc::data_channel::DataChannel;
-use webrtc::peer_connection::RTCIceCandidateInit;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceConnectionState, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnectionEventHandler, RTCIceConnectionState, RTCIceGatheringState,
+    RTCPeerConnectionState,
 };
 
 /// A session that has not connected by then is closed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After ICE reports `Disconnected`, how long a viewer has to come back.
 pub const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
-/// Most candidates a viewer may trickle per ICE generation; a browser has a handful.
-const MAX_TRICKLED: usize = 100;
 /// Chat lines and audience changes a slow viewer's data channel may fall behind by.
 const ROOM_BACKLOG: usize = 64;
 
@@ -58,6 +57,8 @@ pub enum WhepError {
     UnknownSession(String),
     #[error("no stream named '{name}'; streams here: {known}")]
     UnknownStream { name: String, known: String },
+    #[error("stream '{0}' already has a publisher; it must leave (DELETE its session) before another can publish")]
+    Busy(String),
     #[error("stream '{0}' has ended (its input finished)")]
     StreamEnded(String),
     #[error("the server is shutting down")]
@@ -96,6 +97,7 @@ impl WhepError {
             WhepError::Rtc(e) => e.status(),
             WhepError::UnknownSession(_) | WhepError::UnknownStream { .. } => S::NOT_FOUND,
             WhepError::StreamEnded(_) => S::GONE,
+            WhepError::Busy(_) => S::CONFLICT,
             WhepError::ShuttingDown | WhepError::Full { .. } | WhepError::AtCapacity(_) => {
                 S::SERVICE_UNAVAILABLE
             }
@@ -230,20 +232,10 @@ impl Drop for Seat<'_> {
 
 struct Session {
     stream: Stream,
-    pc: Arc<dyn PeerConnection>,
-    handler: Arc<Handler>,
+    /// The peer connection and what PATCH changes on it (ICE credentials, ETag).
+    ice: IceSession,
     cancel: CancellationToken,
     created: Instant,
-    /// Changes with every ICE restart; `PATCH` is checked against it.
-    etag: Mutex<String>,
-    /// The viewer's current ICE username fragment: a `PATCH` with another one restarts ICE.
-    remote_ufrag: Mutex<Option<String>>,
-    /// One `PATCH` at a time per session.
-    patching: tokio::sync::Mutex<()>,
-    /// Candidates trickled in this ICE generation (capped: each one costs checks).
-    trickled: AtomicUsize,
-    /// Told when the viewer restarts ICE, so the supervisor gives it time to reconnect.
-    restarted: Arc<tokio::sync::Notify>,
     /// The UDP port this session's sockets use, when ports come from a range.
     _port: Option<PortLease>,
     /// What the viewer's link carries (estimate, loss, round trip).
@@ -458,18 +450,13 @@ impl Sessions {
         };
 
         let id = random_hex(16);
-        let etag = format!("\"{}\"", random_hex(8));
+        let ice = IceSession::new(pc, handler.gathered_tx.clone(), remote_ufrag);
+        let etag = ice.etag();
         let session = Arc::new(Session {
             stream: stream.clone(),
-            pc,
-            handler,
+            ice,
             cancel: self.inner.shutdown.token().child_token(),
             created: Instant::now(),
-            etag: Mutex::new(etag.clone()),
-            remote_ufrag: Mutex::new(remote_ufrag),
-            patching: tokio::sync::Mutex::new(()),
-            trickled: AtomicUsize::new(0),
-            restarted: Arc::new(tokio::sync::Notify::new()),
             _port: port,
             link: link.clone(),
             viewing: Arc::new(fanout::Viewing::default()),
@@ -541,7 +528,7 @@ impl Sessions {
             self.clone(),
             id.clone(),
             state_rx,
-            session.restarted.clone(),
+            session.ice.restarted.clone(),
             stream.renditions.top().clone(),
             cancel,
         ));
@@ -606,10 +593,7 @@ impl Sessions {
         };
         session.cancel.cancel();
         // A PATCH in progress finishes before the connection goes (it then sees the cancel).
-        let _no_patch = session.patching.lock().await;
-        if let Err(e) = session.pc.close().await {
-            tracing::debug!("closing peer connection: {e}");
-        }
+        session.ice.close().await;
         lock(&self.inner.counts).closed += 1;
         metrics::counter!(
             "whepcast_sessions_closed_total",
@@ -629,12 +613,7 @@ impl Sessions {
     }
 
     /// `PATCH` with a trickle-ice-sdpfrag body: adds the viewer's candidates, or restarts
-    /// ICE when the fragment carries new credentials (WHIP, RFC 9725 section 4.3).
-    ///
-    /// `if_match` is the request's `If-Match`. A restart needs one (`"*"` or the current
-    /// ETag), else [`WhepError::PreconditionRequired`]; a trickle may omit it (clients such
-    /// as the `whip-whep` library only learn the ETag from a restart), but a stale one is
-    /// [`WhepError::PreconditionFailed`].
+    /// ICE (see [`IceSession::patch`]).
     pub async fn patch(
         &self,
         id: &str,
@@ -645,82 +624,10 @@ impl Sessions {
             .get(id)
             .cloned()
             .ok_or_else(|| WhepError::UnknownSession(short(id).to_string()))?;
-        let _one_at_a_time = session.patching.lock().await;
-        if session.cancel.is_cancelled() {
-            // Closed (DELETE, reaped) while this PATCH waited its turn.
-            return Err(WhepError::UnknownSession(short(id).to_string()));
-        }
-        let frag = Fragment::parse(body)?;
-        // Check every candidate before adding any: a bad one must not leave the others in
-        // the agent uncounted.
-        frag.check_candidates()?;
-        // New credentials mean a new ICE session (RFC 8840 4.4).
-        let restart = frag.ufrag.is_some() && frag.ufrag != *lock(&session.remote_ufrag);
-        check_if_match(if_match, restart, &lock(&session.etag))?;
-        if restart {
-            let (fragment, etag) = self.restart_ice(&session, &frag).await?;
-            Ok(Patched::Restarted { fragment, etag })
-        } else {
-            let total = session.trickled.load(Ordering::Relaxed) + frag.candidates.len();
-            if total > MAX_TRICKLED {
-                return Err(FragmentError::TooManyTrickled(MAX_TRICKLED).into());
-            }
-            let added = add_candidates(&session.pc, &frag).await;
-            session.trickled.fetch_add(added, Ordering::Relaxed);
-            Ok(Patched::Trickled { added })
-        }
-    }
-
-    /// ICE restart as answerer: the viewer's offer with the fragment's credentials, a new
-    /// answer (new local credentials, candidates gathered again), the new ETag.
-    async fn restart_ice(
-        &self,
-        session: &Session,
-        frag: &Fragment,
-    ) -> Result<(String, String), WhepError> {
-        let (Some(ufrag), Some(pwd)) = (&frag.ufrag, &frag.pwd) else {
-            return Err(FragmentError::HalfCredentials.into());
-        };
-        let pc = &session.pc;
-        let offer = pc
-            .remote_description()
+        session
+            .ice
+            .patch(if_match, body, &session.cancel, &self.inner.rtc, id)
             .await
-            .ok_or(RtcError::NoRemoteDescription)?;
-        let offer = sdpfrag::restarted_offer(&offer.sdp, ufrag, pwd);
-        let mut gathered = session.handler.gathered_tx.subscribe();
-        session.handler.gathered_tx.send_replace(false);
-        let bad = |e: ::rtc::shared::error::Error| OfferError::Malformed(e.to_string());
-        pc.set_remote_description(RTCSessionDescription::offer(offer).map_err(bad)?)
-            .await
-            .map_err(bad)?;
-        let answer = pc.create_answer(None).await.map_err(RtcError::Answer)?;
-        pc.set_local_description(answer)
-            .await
-            .map_err(RtcError::Answer)?;
-        // From here the agent uses the new credentials: so does the session, whatever follows.
-        let etag = format!("\"{}\"", random_hex(8));
-        *lock(&session.etag) = etag.clone();
-        *lock(&session.remote_ufrag) = Some(ufrag.clone());
-        // A restart is how a viewer rescues a broken path: give it time to reconnect.
-        session.restarted.notify_one();
-        let _ = tokio::time::timeout(
-            self.inner.rtc.gather_timeout,
-            gathered.wait_for(|done| *done),
-        )
-        .await;
-        let local = pc
-            .local_description()
-            .await
-            .ok_or(RtcError::NoLocalDescription)?;
-        let local = rtc::advertise_candidates(&local.sdp, &self.inner.rtc.public_ips);
-        let (m_line, mid) = sdpfrag::first_media(&local).ok_or(RtcError::NoMedia)?;
-        let fragment = sdpfrag::IceParams::from_sdp(&local).to_fragment(&m_line, &mid);
-        // A new ICE generation: its trickle count starts from the fragment's candidates.
-        let added = add_candidates(pc, frag).await;
-        session.trickled.store(added, Ordering::Relaxed);
-        metrics::counter!("whepcast_ice_restarts_total").increment(1);
-        tracing::info!(stream = %session.stream.name, "ICE restarted");
-        Ok((fragment, etag))
     }
 
     /// Closes every session and refuses new ones (shutdown).
@@ -731,55 +638,6 @@ impl Sessions {
             self.close(&id, "server shutting down").await;
         }
     }
-}
-
-/// Checks a `PATCH`'s `If-Match` against the session's ETag `current` (see
-/// [`Sessions::patch`]); `restart` when the fragment restarts ICE.
-pub(crate) fn check_if_match(
-    if_match: Option<&str>,
-    restart: bool,
-    current: &str,
-) -> Result<(), WhepError> {
-    match if_match.map(str::trim) {
-        None if restart => Err(WhepError::PreconditionRequired),
-        // `"*"` quoted is strictly an ETag, but some clients send it for the wildcard.
-        None | Some("*") | Some("\"*\"") => Ok(()),
-        Some(given) => {
-            // Strong comparison (RFC 9110 13.1.1): a weak tag never matches.
-            if given.split(',').any(|t| t.trim() == current) {
-                Ok(())
-            } else {
-                Err(WhepError::PreconditionFailed {
-                    given: given.chars().take(40).collect(),
-                    current: current.to_owned(),
-                })
-            }
-        }
-    }
-}
-
-/// Adds a fragment's (already checked) candidates to the session's ICE agent, and passes on
-/// end-of-candidates. Returns how many the agent took.
-async fn add_candidates(pc: &Arc<dyn PeerConnection>, frag: &Fragment) -> usize {
-    let mut added = 0;
-    for (mid, candidate) in &frag.candidates {
-        let init = RTCIceCandidateInit {
-            candidate: candidate.clone(),
-            sdp_mid: mid.clone(),
-            username_fragment: frag.ufrag.clone(),
-            ..Default::default()
-        };
-        match pc.add_ice_candidate(init).await {
-            Ok(()) => added += 1,
-            Err(e) => tracing::debug!("candidate not added: {e}"),
-        }
-    }
-    if frag.end_of_candidates {
-        // An empty candidate is end-of-candidates (RFC 8838).
-        let _ = pc.add_ice_candidate(RTCIceCandidateInit::default()).await;
-    }
-    metrics::counter!("whepcast_trickle_candidates_total").increment(added as u64);
-    added
 }
 
 /// Closes the session when [`watch_connection`] says it should end.
@@ -799,7 +657,7 @@ async fn supervise(
 /// Why a session should end: its connection failed, never came up within
 /// [`CONNECT_TIMEOUT`], stayed disconnected past [`DISCONNECT_GRACE`], or its stream ended.
 /// `None` when `cancel` came first (closed by DELETE or shutdown).
-async fn watch_connection(
+pub(crate) async fn watch_connection(
     mut states: watch::Receiver<RTCPeerConnectionState>,
     restarted: &tokio::sync::Notify,
     feed: &Feed,
@@ -897,7 +755,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `n` random bytes as hex (session ids: 128 bits, unguessable).
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     use std::fmt::Write;
     (0..n).fold(String::with_capacity(n * 2), |mut s, _| {
         let _ = write!(s, "{:02x}", rand::random::<u8>());
@@ -930,7 +788,7 @@ fn bounds(renditions: &Renditions) -> rtc::cc::Bounds {
 }
 
 /// The first 8 characters of a session id, enough to follow it in logs.
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 

@@ -27,6 +27,7 @@ async fn server_with(
         token: token.map(str::to_string),
         max_viewers,
         public: false,
+        ingest_token: None,
     };
     let server = Server::bind(config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
@@ -147,6 +148,7 @@ async fn the_library_refuses_what_the_command_line_refuses() {
         token: token.map(str::to_string),
         max_viewers: None,
         public,
+        ingest_token: None,
     };
     let refused = screen("0.0.0.0:0", None, false).check();
     assert!(

@@ -79,6 +79,7 @@ impl TestServer {
             token: None,
             max_viewers: None,
             public: false,
+            ingest_token: None,
         };
         adjust(&mut config);
         let server = Server::bind(config).await.expect("server starts");
