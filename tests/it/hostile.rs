@@ -71,7 +71,7 @@ fn lines(s: &str) -> Vec<String> {
 }
 
 /// One random mutation of `sdp`.
-fn mutate(rng: &mut StdRng, sdp: &str) -> Vec<u8> {
+pub(crate) fn mutate(rng: &mut StdRng, sdp: &str) -> Vec<u8> {
     let mut ls = lines(sdp);
     let pick = |rng: &mut StdRng, n: usize| rng.random_range(0..n.max(1));
     match rng.random_range(0..12) {

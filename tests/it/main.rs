@@ -7,6 +7,7 @@ mod encode;
 mod fanout;
 mod hostile;
 mod ice;
+mod ingest;
 mod lifecycle;
 mod limits;
 mod sources;

@@ -676,3 +676,57 @@ pub async fn metric(base: &str, name: &str) -> f64 {
 pub async fn api_at(base: &str) -> serde_json::Value {
     serde_json::from_str(&get_text(&format!("{base}/api/streams")).await).unwrap()
 }
+
+/// A stream `name` whose pictures come from a WHIP publisher; its waiting picture is `size`.
+pub fn whip_stream(name: &str, size: &str) -> StreamConfig {
+    let size: Size = size.parse().unwrap();
+    let opts = OpenOptions {
+        size: Some(size),
+        pixel_format: None,
+    };
+    StreamConfig::from_spec(name, SourceSpec::Whip, opts, settings(size, 15, 2.0))
+}
+
+/// A publisher's sendonly H.264 offer (webrtc-rs, like any WHIP client), and its connection.
+pub async fn publisher_offer() -> (Arc<dyn PeerConnection>, String) {
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+    use webrtc::media_stream::track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal};
+    let (pc, mut gathered, _) = client_pc().await;
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "test".into(),
+        "video".into(),
+        "test".into(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(1234),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_string(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line:
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    )));
+    pc.add_transceiver_from_track(
+        track as Arc<dyn TrackLocal>,
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec!["test".into()],
+            send_encodings: vec![],
+        }),
+    )
+    .await
+    .unwrap();
+    let offer = pc.create_offer(None).await.unwrap();
+    pc.set_local_description(offer).await.unwrap();
+    let _ = tokio::time::timeout(WAIT, gathered.wait_for(|d| *d)).await;
+    let sdp = pc.local_description().await.unwrap().sdp;
+    (pc, sdp)
+}

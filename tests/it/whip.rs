@@ -237,7 +237,7 @@ async fn no_patch(State(ep): State<Endpoint>, Path(id): Path<String>) -> StatusC
 
 /// `whepcast publish URL --token TOKEN` with `extra` flags (a small, fast pattern unless
 /// they give a size).
-fn publish(url: &str, token: &str, extra: &[&str]) -> Running {
+pub(crate) fn publish(url: &str, token: &str, extra: &[&str]) -> Running {
     let small: &[&str] = if extra.contains(&"--size") {
         &[]
     } else {
