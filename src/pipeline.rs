@@ -296,17 +296,22 @@ impl Drop for Pipeline {
 }
 
 impl Status {
-    /// The status of a stream whose frames arrive encoded ([`crate::relay`]): one rendition
-    /// at `settings`, whose [`Publisher`] the relay feeds.
-    pub(crate) fn relayed(name: &str, label: &str, settings: EncodeSettings) -> Self {
-        let (publishers, renditions) = fanout::ladder(&[settings.bitrate.bps()]);
-        publishers[0].set_size(settings.size);
+    /// The status of a stream whose frames arrive encoded ([`crate::relay`]): renditions
+    /// `rungs` (the first is the publisher's own), whose [`Publisher`]s the relay feeds.
+    pub(crate) fn relayed(
+        name: &str,
+        label: &str,
+        settings: EncodeSettings,
+        rungs: Vec<Rung>,
+    ) -> Self {
+        let rates: Vec<u32> = rungs.iter().map(|r| r.bitrate.bps()).collect();
+        let (publishers, renditions) = fanout::ladder(&rates);
+        for (p, rung) in publishers.iter().zip(&rungs) {
+            p.set_size(rung.size_for(settings.size));
+        }
         let shared = Arc::new(Shared {
-            rendition_stats: vec![RenditionStats::default()],
-            rungs: vec![Rung {
-                size: crate::config::RungSize::Fraction(1),
-                bitrate: settings.bitrate,
-            }],
+            rendition_stats: rungs.iter().map(|_| RenditionStats::default()).collect(),
+            rungs,
             publishers,
             renditions,
             name: name.to_owned(),
@@ -322,9 +327,14 @@ impl Status {
         Self { shared }
     }
 
-    /// The fan-out the relay publishes to.
-    pub(crate) fn publisher(&self) -> &Publisher {
-        &self.shared.publishers[0]
+    /// The fan-outs the relay publishes to, best first.
+    pub(crate) fn publishers(&self) -> &[Publisher] {
+        &self.shared.publishers
+    }
+
+    /// The renditions' rungs, best first.
+    pub(crate) fn rungs(&self) -> &[Rung] {
+        &self.shared.rungs
     }
 
     /// Renditions for viewers.
@@ -332,22 +342,38 @@ impl Status {
         self.shared.renditions.clone()
     }
 
-    /// Counts one frame sent on (`bytes` of payload, an IDR or not) at `size`.
-    pub(crate) fn relayed_frame(&self, bytes: u64, keyframe: bool, size: Size) {
+    /// Counts one frame sent on in rendition `index` (`bytes` of payload, an IDR or not,
+    /// `busy`: time spent making it) at `size`.
+    pub(crate) fn relayed_frame(
+        &self,
+        index: usize,
+        bytes: u64,
+        keyframe: bool,
+        size: Size,
+        busy: Duration,
+    ) {
         let stats = &self.shared.stats;
-        stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
-        stats.bytes_encoded.fetch_add(bytes, Ordering::Relaxed);
-        let own = &self.shared.rendition_stats[0];
+        let Some(own) = self.shared.rendition_stats.get(index) else {
+            return;
+        };
         own.frames_encoded.fetch_add(1, Ordering::Relaxed);
         own.bytes_encoded.fetch_add(bytes, Ordering::Relaxed);
+        own.busy_ns
+            .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        stats.bytes_encoded.fetch_add(bytes, Ordering::Relaxed);
         if keyframe {
-            stats.keyframes.fetch_add(1, Ordering::Relaxed);
             own.keyframes.fetch_add(1, Ordering::Relaxed);
         }
-        if stats.size() != size {
-            stats.set_size(size);
-            self.shared.publishers[0].set_size(size);
+        self.shared.publishers[index].set_size(size);
+        if index == 0 {
+            stats.frames_in.fetch_add(1, Ordering::Relaxed);
+            stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+            if keyframe {
+                stats.keyframes.fetch_add(1, Ordering::Relaxed);
+            }
+            if stats.size() != size {
+                stats.set_size(size);
+            }
         }
     }
 

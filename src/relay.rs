@@ -17,10 +17,14 @@
 //! * **Standby**: with no publisher, viewers see a "waiting for the publisher" picture
 //!   ([`crate::source::standby`]) at [`STANDBY_FPS`], encoded by our own encoder into the
 //!   same fan-out, so they stay connected and the stream resumes without reconnecting.
+//! * **Lower renditions** (the ladder, as for any stream): only while someone receives
+//!   one, the publisher's frames are decoded once (from an IDR on), scaled, and encoded
+//!   once per lower rendition watched; the best rendition stays the publisher's own.
 
-use crate::config::{EncodeSettings, Size};
+use crate::config::{EncodeSettings, Ladder, Rung, Size};
 use crate::encode::{nal_units, Encoder};
-use crate::fanout::{self, MediaFrame, Packetizer};
+use crate::fanout::{self, MediaFrame, Packetizer, Publisher};
+use crate::frame::{I420Frame, Scaler};
 use crate::pipeline::Status;
 use crate::source::standby::Standby;
 use rtc::rtp::codec::h264::H264Packet;
@@ -94,9 +98,12 @@ pub struct Relay {
 impl Relay {
     /// Starts the relay of stream `name`; `settings` give the waiting picture's size (until a
     /// publisher shows its own) and the periodic keyframe interval.
-    pub fn start(name: &str, settings: EncodeSettings) -> std::io::Result<Self> {
-        let status = Status::relayed(name, "whip", settings);
-        status.publisher().set_replay_window(REPLAY_WINDOW);
+    pub fn start(name: &str, settings: EncodeSettings, ladder: &Ladder) -> std::io::Result<Self> {
+        let rungs = ladder.rungs(settings.size, settings.bitrate);
+        let status = Status::relayed(name, "whip", settings, rungs);
+        for p in status.publishers() {
+            p.set_replay_window(REPLAY_WINDOW);
+        }
         let (tx, rx) = mpsc::sync_channel(INBOX);
         let state = State::new(name, status.clone(), settings);
         let span = tracing::info_span!("stream", name = %name);
@@ -106,7 +113,9 @@ impl Relay {
                 let _span = span.entered();
                 state.run(rx)
             })?;
-        status.publisher().wake_on_request(thread.thread().clone());
+        for p in status.publishers() {
+            p.wake_on_request(thread.thread().clone());
+        }
         Ok(Self {
             status,
             inlet: Inlet { tx },
@@ -154,8 +163,26 @@ struct Current {
     depacketizer: H264Packet,
 }
 
+/// A lower rendition made from the decoded publisher's frames.
+struct Lower {
+    rung: Rung,
+    encoder: Option<Encoder>,
+    scaled: Option<I420Frame>,
+    packetizer: Packetizer,
+    watched: bool,
+    last_key: Option<Instant>,
+}
+
 struct State {
     status: Status,
+    /// Renditions 1.. (0 is the publisher's own).
+    lower: Vec<Lower>,
+    /// Decodes the publisher's frames while a lower rendition is watched.
+    decoder: Option<openh264::decoder::Decoder>,
+    /// Whether the decoder has had an IDR since it started (it can decode what follows).
+    decoding: bool,
+    decoded: Option<I420Frame>,
+    scaler: Scaler,
     settings: EncodeSettings,
     current: Option<Current>,
     packetizer: Packetizer,
@@ -174,8 +201,24 @@ struct State {
 
 impl State {
     fn new(name: &str, status: Status, settings: EncodeSettings) -> Self {
+        let lower = status.rungs()[1..]
+            .iter()
+            .map(|&rung| Lower {
+                rung,
+                encoder: None,
+                scaled: None,
+                packetizer: Packetizer::default(),
+                watched: false,
+                last_key: None,
+            })
+            .collect();
         Self {
             standby: Standby::new(settings.size, name),
+            lower,
+            decoder: None,
+            decoding: false,
+            decoded: None,
+            scaler: Scaler::default(),
             status,
             settings,
             current: None,
@@ -325,7 +368,10 @@ impl State {
         let ts = publisher_ts.wrapping_add(offset);
         let size = c.size.unwrap_or(self.settings.size);
         let unit = std::mem::take(&mut c.unit);
-        self.send(&unit, keyframe, ts, size);
+        let started = Instant::now();
+        let packets = self.packetizer.packetize(&unit, ts);
+        self.send(0, packets, keyframe, ts, size, started);
+        self.lower_renditions(&unit, keyframe, ts);
         if let Some(c) = self.current.as_mut() {
             c.unit = unit;
             c.unit.clear();
@@ -333,30 +379,146 @@ impl State {
         self.on_standby = false;
     }
 
-    /// Packetizes once and hands the frame to every viewer.
-    fn send(&mut self, annexb: &[u8], keyframe: bool, ts: u32, size: Size) {
-        let packets = self.packetizer.packetize(annexb, ts);
-        let bytes: u64 = packets.iter().map(|p| p.payload.len() as u64).sum();
-        self.number += 1;
-        let meta = format!(
-            "{{\"type\":\"frame\",\"n\":{},\"rtp\":{ts},\"captured_ms\":{:.3},\"keyframe\":{keyframe}}}",
-            self.number,
-            fanout::unix_ms(SystemTime::now())
-        );
-        self.last_ts = ts;
-        self.status.relayed_frame(bytes, keyframe, size);
-        let publisher = self.status.publisher();
-        publisher.set_size(size);
-        if keyframe {
-            publisher.keyframe_sent();
+    /// Decodes the publisher's frame (while a lower rendition is watched) and encodes it
+    /// once for each lower rendition someone receives.
+    fn lower_renditions(&mut self, unit: &[u8], keyframe: bool, ts: u32) {
+        let publishers = self.status.publishers();
+        if !publishers[1..].iter().any(Publisher::watched) {
+            self.decoding = false;
+            for l in &mut self.lower {
+                l.watched = false;
+            }
+            return;
         }
-        publisher.publish(MediaFrame {
-            number: self.number,
-            keyframe,
-            captured: Instant::now(),
+        if !self.decoding {
+            if !keyframe {
+                // A decoder starts at an IDR: ask the publisher for one.
+                self.ask_for_idr();
+                return;
+            }
+            match openh264::decoder::Decoder::new() {
+                Ok(d) => self.decoder = Some(d),
+                Err(e) => {
+                    tracing::error!("cannot make a decoder for the lower renditions: {e}");
+                    return;
+                }
+            }
+            self.decoding = true;
+        }
+        let started = Instant::now();
+        let Some(decoder) = self.decoder.as_mut() else {
+            return;
+        };
+        let picture = match decoder.decode(unit) {
+            Ok(Some(yuv)) => {
+                use openh264::formats::YUVSource;
+                let (w, h) = yuv.dimensions();
+                let Ok(size) = Size::new(w as u32 & !1, h as u32 & !1) else {
+                    return;
+                };
+                let frame = self.decoded.get_or_insert_with(|| I420Frame::new(size));
+                if frame.size() != size {
+                    *frame = I420Frame::new(size);
+                }
+                let (ys, us, _) = yuv.strides();
+                if let Err(e) = frame.fill_from_i420([yuv.y(), yuv.u(), yuv.v()], ys, us) {
+                    tracing::warn!("decoded picture unusable: {e}");
+                    return;
+                }
+                frame
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("decoding the publisher's frame failed: {e}; waiting for an IDR");
+                self.decoding = false;
+                self.ask_for_idr();
+                return;
+            }
+        };
+        let decode_time = started.elapsed();
+        let settings = self.settings;
+        for (i, l) in self.lower.iter_mut().enumerate() {
+            let index = i + 1;
+            let publisher = &publishers[index];
+            if !publisher.watched() {
+                l.watched = false;
+                continue;
+            }
+            let t0 = Instant::now();
+            let size = l.rung.size_for(picture.size());
+            let scaled = l.scaled.get_or_insert_with(|| I420Frame::new(size));
+            if let Err(e) = self.scaler.scale(picture, scaled, size) {
+                tracing::error!("cannot scale to {size}: {e}");
+                continue;
+            }
+            if l.encoder.as_ref().is_none_or(|e| e.settings().size != size) {
+                let s = EncodeSettings {
+                    size,
+                    bitrate: l.rung.bitrate,
+                    ..settings
+                };
+                match Encoder::new(s) {
+                    Ok(e) => l.encoder = Some(e),
+                    Err(e) => {
+                        tracing::error!("cannot encode at {size}: {e}");
+                        continue;
+                    }
+                }
+            }
+            let Some(encoder) = l.encoder.as_mut() else {
+                continue;
+            };
+            let asked = publisher.take_keyframe_request()
+                && l.last_key.is_none_or(|t| t.elapsed() >= fanout::MIN_FORCED_IDR_GAP);
+            if !std::mem::replace(&mut l.watched, true) || asked {
+                encoder.force_keyframe();
+            }
+            match encoder.encode(scaled) {
+                Ok(out) => {
+                    let key = out.keyframe;
+                    if key {
+                        l.last_key = Some(Instant::now());
+                    }
+                    let packets = l.packetizer.packetize(out.annexb, ts);
+                    // Each rendition's cost includes the one decode it shares.
+                    publish_frame(
+                        &self.status,
+                        index,
+                        packets,
+                        key,
+                        ts,
+                        size,
+                        t0.elapsed() + decode_time,
+                        self.number,
+                    );
+                }
+                Err(e) => tracing::error!("encoding rendition {size} failed: {e}"),
+            }
+        }
+    }
+
+    /// Hands a packetized frame of rendition `index` to its viewers.
+    fn send(
+        &mut self,
+        index: usize,
+        packets: Vec<rtc::rtp::Packet>,
+        keyframe: bool,
+        ts: u32,
+        size: Size,
+        started: Instant,
+    ) {
+        self.number += 1;
+        self.last_ts = ts;
+        publish_frame(
+            &self.status,
+            index,
             packets,
-            meta,
-        });
+            keyframe,
+            ts,
+            size,
+            started.elapsed(),
+            self.number,
+        );
     }
 
     /// The stream's clock now, in RTP units.
@@ -366,9 +528,22 @@ impl State {
 
     /// Viewers' requests, and the periodic PLI while anyone watches.
     fn keyframe_policy(&mut self) {
-        let publisher = self.status.publisher();
-        let wanted = publisher.take_keyframe_request();
-        let watched = publisher.watched();
+        let publishers = self.status.publishers();
+        let wanted = publishers[0].take_keyframe_request();
+        let watched = publishers.iter().any(Publisher::watched);
+        if self.current.is_none() {
+            // On the waiting picture, any rendition's request is answered by its IDR.
+            let lower = publishers[1..]
+                .iter()
+                .fold(false, |any, p| p.take_keyframe_request() || any);
+            if (wanted || lower) && self.standby_encoder.is_some() {
+                if let Some(e) = self.standby_encoder.as_mut() {
+                    e.force_keyframe();
+                }
+                self.next_standby = Instant::now();
+            }
+            return;
+        }
         let periodic = Duration::from_secs_f32(self.settings.keyint.max(0.5));
         match self.current.as_mut() {
             Some(c) if c.offset.is_some() => {
@@ -377,15 +552,7 @@ impl State {
                     self.ask_for_idr();
                 }
             }
-            Some(_) => {}
-            None => {
-                if wanted {
-                    if let Some(e) = self.standby_encoder.as_mut() {
-                        e.force_keyframe();
-                    }
-                    self.next_standby = Instant::now();
-                }
-            }
+            _ => {}
         }
     }
 
@@ -415,8 +582,7 @@ impl State {
             return;
         }
         self.next_standby = now + Duration::from_secs(1) / STANDBY_FPS;
-        let publisher = self.status.publisher();
-        if !publisher.watched() {
+        if !self.status.publishers().iter().any(Publisher::watched) {
             self.on_standby = false;
             return;
         }
@@ -446,16 +612,69 @@ impl State {
         }
         let ts = self.clock_ts().max(self.last_ts.wrapping_add(1));
         let picture = self.standby.next(size);
+        let started = Instant::now();
         match encoder.encode(picture) {
             Ok(out) => {
-                let (annexb, keyframe) = (out.annexb.to_vec(), out.keyframe);
-                self.send(&annexb, keyframe, ts, size);
+                let keyframe = out.keyframe;
+                let packets = self.packetizer.packetize(out.annexb, ts);
+                // Every rendition shows the same waiting picture (it costs next to nothing).
+                for index in 1..self.status.publishers().len() {
+                    publish_frame(
+                        &self.status,
+                        index,
+                        packets.clone(),
+                        keyframe,
+                        ts,
+                        size,
+                        Duration::ZERO,
+                        self.number + 1,
+                    );
+                }
+                self.send(0, packets, keyframe, ts, size, started);
                 self.on_standby = true;
+                // The lower renditions start again from an IDR when the publisher is back.
+                self.decoding = false;
+                for l in &mut self.lower {
+                    l.watched = false;
+                }
             }
             Err(e) => tracing::error!("encoding the waiting picture failed: {e}"),
         }
         self.standby_encoder = Some(encoder);
     }
+}
+
+/// Hands a packetized frame to rendition `index`'s viewers, and counts it.
+#[allow(clippy::too_many_arguments)]
+fn publish_frame(
+    status: &Status,
+    index: usize,
+    packets: Vec<rtc::rtp::Packet>,
+    keyframe: bool,
+    ts: u32,
+    size: Size,
+    busy: Duration,
+    number: u64,
+) {
+    let bytes: u64 = packets.iter().map(|p| p.payload.len() as u64).sum();
+    let meta = format!(
+        "{{\"type\":\"frame\",\"n\":{number},\"rtp\":{ts},\"captured_ms\":{:.3},\"keyframe\":{keyframe}}}",
+        fanout::unix_ms(SystemTime::now())
+    );
+    status.relayed_frame(index, bytes, keyframe, size, busy);
+    let Some(publisher) = status.publishers().get(index) else {
+        return;
+    };
+    if keyframe {
+        publisher.keyframe_sent();
+    }
+    publisher.publish(MediaFrame {
+        number,
+        keyframe,
+        captured: Instant::now(),
+        packets,
+        meta,
+    });
 }
 
 /// The picture size an access unit's SPS gives, if it has one we can read.
@@ -511,7 +730,7 @@ mod tests {
             keyint: 60.0,
             ..Default::default()
         };
-        let relay = Relay::start("t", settings).unwrap();
+        let relay = Relay::start("t", settings, &Ladder::Single).unwrap();
         let feeds = relay.status().feeds();
         let mut frames = feeds.top().subscribe();
         let plis = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -282,7 +282,8 @@ impl Server {
         let mut statuses = Vec::new();
         for s in config.streams {
             if s.ingest {
-                let relay = Relay::start(&s.name, s.settings).map_err(ServeError::Runtime)?;
+                let relay =
+                    Relay::start(&s.name, s.settings, &s.ladder).map_err(ServeError::Runtime)?;
                 let status = relay.status();
                 tracing::info!(
                     "stream '{}': relays a WHIP publisher (POST /whip/{}); until one comes, a waiting picture at {}",

@@ -246,3 +246,30 @@ async fn hostile_offers_to_whip_get_4xx_or_a_session_and_leave_nothing_behind() 
     viewer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_rendition_is_made_by_decoding_the_publisher_once() {
+    let server = whip_server().await;
+    let publisher = publish(&server.url("/whip"), INGEST, &["--size", "640x360", "--fps", "15"]);
+    let mut top = Viewer::connect(&server.url("/whep")).await;
+    top.wait_for("the publisher's own frames", |d| {
+        d.size == Some((640, 360)) && d.numbers.len() >= 5
+    })
+    .await;
+    let mut low = Viewer::connect(&server.url("/whep?rendition=1")).await;
+    let d = low
+        .wait_for("the half-size rendition", |d| {
+            d.size == Some((320, 180)) && d.numbers.len() >= 10
+        })
+        .await;
+    let tail = &d.numbers[d.numbers.len() - 10..];
+    assert!(tail.windows(2).all(|w| w[1] > w[0]), "it moves: {tail:?}");
+    let api = server.api().await;
+    let renditions = &api["streams"][0]["renditions"];
+    assert_eq!(renditions[1]["size"], "320x180", "{api}");
+    assert!(renditions[1]["frames_encoded"].as_u64().unwrap() > 0, "{api}");
+    drop(publisher);
+    top.close().await;
+    low.close().await;
+    server.stop().await;
+}
