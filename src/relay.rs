@@ -533,9 +533,11 @@ impl State {
         let watched = publishers.iter().any(Publisher::watched);
         if self.current.is_none() {
             // On the waiting picture, any rendition's request is answered by its IDR.
-            let lower = publishers[1..]
-                .iter()
-                .fold(false, |any, p| p.take_keyframe_request() || any);
+            // Every request is taken (not short-circuited): each is answered by this IDR.
+            let mut lower = false;
+            for p in &publishers[1..] {
+                lower |= p.take_keyframe_request();
+            }
             if (wanted || lower) && self.standby_encoder.is_some() {
                 if let Some(e) = self.standby_encoder.as_mut() {
                     e.force_keyframe();

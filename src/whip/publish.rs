@@ -53,7 +53,7 @@ enum Ended {
     /// Told to stop (Ctrl-C, SIGTERM, the server shutting down).
     Cancelled,
     /// The stream has no more frames.
-    StreamEnded,
+    InputOver,
     /// The path failed and could not be restarted, or the endpoint forgot the session.
     Lost { connected_for: Option<Duration> },
 }
@@ -73,7 +73,7 @@ pub async fn publish(
     loop {
         attempt += 1;
         let wait = match session(&client, &renditions, &config, &cancel).await {
-            Ok(Ended::Cancelled | Ended::StreamEnded) => return Ok(()),
+            Ok(Ended::Cancelled | Ended::InputOver) => return Ok(()),
             Ok(Ended::Lost { connected_for }) => {
                 published = true;
                 if connected_for.is_some_and(|d| d >= STABLE) {
@@ -128,7 +128,7 @@ async fn session(
     config: &PublishConfig,
     cancel: &CancellationToken,
 ) -> Result<Ended, WhipError> {
-    let (handler, mut events) = Handler::new();
+    let (handler, mut events) = Handler::pair();
     let link = Arc::new(cc::Link::default());
     let mut rtc_config = config.rtc.clone();
     rtc_config.disconnected_after = SILENCE;
@@ -236,7 +236,7 @@ async fn run(
     if config.follow_link {
         renditions.top().follow_link(0);
     }
-    if matches!(ended, Ok(Ended::Cancelled | Ended::StreamEnded)) || ended.is_err() {
+    if matches!(ended, Ok(Ended::Cancelled | Ended::InputOver)) || ended.is_err() {
         // Free the endpoint's session now rather than when its ICE times out.
         match tokio::time::timeout(Duration::from_secs(3), client.delete(&session.url)).await {
             Ok(Ok(())) => tracing::info!("publishing session {} deleted", session.url.path()),
@@ -280,7 +280,7 @@ async fn supervise(
         };
         let broken = tokio::select! {
             _ = cancel.cancelled() => return Ok(Ended::Cancelled),
-            _ = renditions.top().ended() => return Ok(Ended::StreamEnded),
+            _ = renditions.top().ended() => return Ok(Ended::InputOver),
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::warn!("publishing: no connection to the endpoint within {CONNECT_TIMEOUT:?}");
                 return Ok(lost(connected_at));
@@ -478,7 +478,7 @@ struct Handler {
 }
 
 impl Handler {
-    fn new() -> (Arc<dyn PeerConnectionEventHandler>, Events) {
+    fn pair() -> (Arc<dyn PeerConnectionEventHandler>, Events) {
         let (state, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (gathered, gathered_rx) = watch::channel(false);
         let (ice_up, ice_rx) = watch::channel(false);
