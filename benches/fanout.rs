@@ -7,6 +7,10 @@
 //! viewers that complete ICE/DTLS and count RTP without decoding, waits for every viewer's
 //! first packet, then samples the server's CPU time (/proc/PID/stat, all threads) and RSS
 //! over a window. Prints a Markdown table. Run inside a loopback-only network namespace.
+//!
+//! `FANOUT_SOURCE=whip` measures the WHIP relay instead: `serve --source whip` fed by a
+//! `whepcast publish` of the same pattern (the publisher's own CPU is not counted: it stands
+//! for a browser or OBS on another machine).
 
 #[allow(dead_code)]
 #[path = "../tests/it/support.rs"]
@@ -20,6 +24,8 @@ use support::Viewer;
 struct Target {
     child: Child,
     whep: String,
+    /// The publisher feeding a relay (`FANOUT_SOURCE=whip`).
+    publisher: Option<Child>,
 }
 
 fn start(name: &'static str, size: &str, fps: u32, kbps: u32) -> Option<Target> {
@@ -29,7 +35,7 @@ fn start(name: &'static str, size: &str, fps: u32, kbps: u32) -> Option<Target> 
             // FANOUT_SOURCE=screen measures screen sharing (of the display in DISPLAY).
             let source = std::env::var("FANOUT_SOURCE").unwrap_or_else(|_| "pattern".into());
             c.args(["serve", "--listen", "127.0.0.1:0", "--source", &source]);
-            if source == "pattern" {
+            if source == "pattern" || source == "whip" {
                 c.args(["--size", size]);
             }
             c.args(["--fps", &fps.to_string(), "--bitrate", &format!("{kbps}k")]);
@@ -61,9 +67,24 @@ fn start(name: &'static str, size: &str, fps: u32, kbps: u32) -> Option<Target> 
                 .trim_end_matches('/')
                 .trim_end_matches("/whep")
                 .to_string();
+            let publisher = if std::env::var("FANOUT_SOURCE").is_ok_and(|s| s == "whip") {
+                let p = Command::new(env!("CARGO_BIN_EXE_whepcast"))
+                    .args(["publish", &format!("{base}/whip"), "--size", size])
+                    .args(["--fps", &fps.to_string(), "--bitrate", &format!("{kbps}k")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()?;
+                // Publishing before measuring: the relay's frames are the publisher's.
+                std::thread::sleep(Duration::from_secs(2));
+                Some(p)
+            } else {
+                None
+            };
             return Some(Target {
                 child,
                 whep: format!("{base}/whep"),
+                publisher,
             });
         }
         line.clear();
@@ -139,6 +160,11 @@ async fn measure(name: &'static str, viewers: usize, window: Duration) -> Option
     kbps_each.sort_by(|a, b| a.total_cmp(b));
     for c in &clients {
         c.close().await;
+    }
+    if let Some(mut p) = target.publisher.take() {
+        // SAFETY: kill(2) on the child we started and have not waited for yet.
+        unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
+        let _ = tokio::task::spawn_blocking(move || p.wait()).await;
     }
     // SAFETY: kill(2) on the child we started and have not waited for yet.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks on a release build, inside a loopback-only network namespace, side by
 # side with the GStreamer reference broadcaster when ../shared/peers is present.
-#   scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|renditions|all] [args...]
+#   scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|renditions|chain|relay|all] [args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}; shift || true
@@ -23,6 +23,13 @@ case $what in
   fanout) netns "cargo bench --locked --offline --bench fanout -- $*" ;;
   ttff) netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs $*" ;;
   renditions) netns "WHEPCAST_BIN=target/release/whepcast node benches/renditions.mjs $*" ;;
+  # The WHIP hop: glass-to-glass latency publish -> relay -> Chromium against serve -> Chromium.
+  chain) netns "WHEPCAST_BIN=target/release/whepcast node benches/chain.mjs $*" ;;
+  # The relay's cost per viewer (serve --source whip fed by whepcast publish) against serving
+  # with its own encoder, in the same run.
+  relay)
+    netns "FANOUT_ONLY_WHEPCAST=1 cargo bench --locked --offline --bench fanout -- ${1:-0,1,8} ${2:-10}"
+    netns "FANOUT_ONLY_WHEPCAST=1 FANOUT_SOURCE=whip cargo bench --locked --offline --bench fanout -- ${1:-0,1,8} ${2:-10}" ;;
   churn) netns "cargo bench --locked --offline --bench churn -- $*" ;;
   crowd)
     # aiortc viewers one at a time and 40 joining 150 ms apart, whepcast and the reference
@@ -49,5 +56,5 @@ case $what in
     netns "cargo bench --locked --offline --bench fanout -- 0,1,8 10"
     netns "WHEPCAST_BIN=target/release/whepcast node benches/ttff.mjs 10"
     ;;
-  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|renditions|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [encoder|fanout|ttff|capture|churn|crowd|shaped|renditions|chain|relay|all]" >&2; exit 2 ;;
 esac

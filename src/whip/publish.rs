@@ -181,6 +181,17 @@ async fn run(
         }
     };
     link.set_twcc(accepted.twcc);
+    if !*events.gathered.borrow() {
+        // Gathering outlasted the offer (a slow STUN/TURN server): trickle the rest.
+        tokio::spawn(trickle_late(
+            client.clone(),
+            pc.clone(),
+            events.gathered.clone(),
+            session.clone(),
+            offered.sdp.clone(),
+            cancel.child_token(),
+        ));
+    }
     tracing::info!(
         "publishing to {}: session {} ({}), connecting",
         client.endpoint(),
@@ -407,6 +418,62 @@ async fn restart_ice(
     Ok(())
 }
 
+/// How long late candidates are waited for.
+const TRICKLE_WAIT: Duration = Duration::from_secs(10);
+
+/// Once gathering completes, PATCHes the candidates the offer did not carry (RFC 9725
+/// section 4.3.1: `If-Match` with the session's ETag). An endpoint that takes no trickle
+/// answers 4xx: logged once, not an error (the offer's candidates may be enough).
+async fn trickle_late(
+    client: Client,
+    pc: Arc<dyn PeerConnection>,
+    mut gathered: watch::Receiver<bool>,
+    session: Session,
+    offer: String,
+    stop: CancellationToken,
+) {
+    let done = tokio::select! {
+        _ = stop.cancelled() => return,
+        r = tokio::time::timeout(TRICKLE_WAIT, gathered.wait_for(|d| *d)) => r.is_ok(),
+    };
+    let Some(local) = pc.local_description().await else {
+        return;
+    };
+    let Some(fragment) = late_candidates(&offer, &local.sdp, done) else {
+        return;
+    };
+    let tag = session.etag.as_deref().unwrap_or("*");
+    match client.patch(&session.url, &fragment, tag).await {
+        Ok(_) => tracing::info!("publishing: trickled the candidates gathered after the offer"),
+        Err(e) => tracing::info!("publishing: the endpoint took no trickled candidates ({e})"),
+    }
+}
+
+/// The trickle fragment for the candidates of `local` that `offer` did not carry (with
+/// end-of-candidates when gathering is `done`), or `None` when there are none.
+pub fn late_candidates(offer: &str, local: &str, done: bool) -> Option<String> {
+    let sent = IceParams::from_sdp(offer);
+    let now = IceParams::from_sdp(local);
+    let late: Vec<String> = now
+        .candidates
+        .into_iter()
+        .filter(|c| !sent.candidates.contains(c))
+        .collect();
+    if late.is_empty() {
+        return None;
+    }
+    let (m_line, mid) = sdpfrag::first_media(local)?;
+    let params = IceParams {
+        candidates: late,
+        ..now
+    };
+    let mut fragment = params.to_fragment(&m_line, &mid);
+    if !done {
+        fragment = fragment.replace("a=end-of-candidates\r\n", "");
+    }
+    Some(fragment)
+}
+
 /// Sets the encoder's rate from the link estimate until `stop`.
 async fn follow_link(renditions: Renditions, link: Arc<cc::Link>, stop: CancellationToken) {
     let feed = renditions.top().clone();
@@ -520,5 +587,27 @@ impl PeerConnectionEventHandler for Handler {
         if state == RTCIceGatheringState::Complete {
             self.gathered.send_replace(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_candidates_the_offer_lacked_are_trickled() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijkl\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n";
+        assert_eq!(late_candidates(offer, offer, true), None);
+        let local = format!(
+            "{offer}a=candidate:2 1 udp 1694498815 203.0.113.9 40000 typ srflx raddr 127.0.0.1 rport 5000\r\n"
+        );
+        let frag = late_candidates(offer, &local, true).unwrap();
+        let parsed = Fragment::parse(frag.as_bytes()).unwrap();
+        assert_eq!(parsed.candidates.len(), 1);
+        assert!(parsed.candidates[0].1.contains("srflx"));
+        assert!(parsed.end_of_candidates);
+        assert_eq!(parsed.ufrag.as_deref(), Some("abcd"));
+        let partial = late_candidates(offer, &local, false).unwrap();
+        assert!(!Fragment::parse(partial.as_bytes()).unwrap().end_of_candidates);
     }
 }
