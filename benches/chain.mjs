@@ -39,9 +39,11 @@ async function samples(browser, url) {
 const results = { direct: [], relayed: [] };
 const browser = await launchBrowser();
 try {
-  for (let r = 0; r < rounds; r++) {
-    const direct = await startServer(video);
-    try { results.direct.push(...await samples(browser, direct.url + "/?datachannel=0")); } finally { await direct.stop(); }
+  const direct = async () => {
+    const server = await startServer(video);
+    try { results.direct.push(...await samples(browser, server.url + "/?datachannel=0")); } finally { await server.stop(); }
+  };
+  const relayed = async () => {
     const relay = await startServer(["--source", "whip", "--size", "1280x720"]);
     const pub = publish(relay.url + "/whip");
     try {
@@ -50,6 +52,10 @@ try {
       await pub.stop();
       await relay.stop();
     }
+  };
+  // Alternating which goes first, so neither always meets a fresh browser.
+  for (let r = 0; r < rounds; r++) {
+    if (r % 2 === 0) { await direct(); await relayed(); } else { await relayed(); await direct(); }
   }
 } finally {
   await browser.close();
