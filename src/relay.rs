@@ -22,7 +22,7 @@
 //!   once per lower rendition watched; the best rendition stays the publisher's own.
 
 use crate::config::{EncodeSettings, Ladder, Rung, Size};
-use crate::encode::{nal_units, Encoder};
+use crate::encode::{nal_units, Colour, Encoder};
 use crate::fanout::{self, MediaFrame, Packetizer, Publisher};
 use crate::frame::{I420Frame, Scaler};
 use crate::pipeline::Status;
@@ -160,6 +160,8 @@ struct Current {
     pli_outstanding: Option<Instant>,
     last_idr: Option<Instant>,
     size: Option<Size>,
+    /// How its pictures' colours are to be read (its SPS), for the lower renditions.
+    colour: Colour,
     depacketizer: H264Packet,
 }
 
@@ -167,6 +169,8 @@ struct Current {
 struct Lower {
     rung: Rung,
     encoder: Option<Encoder>,
+    /// What its encoder signals.
+    colour: Colour,
     scaled: Option<I420Frame>,
     packetizer: Packetizer,
     watched: bool,
@@ -206,6 +210,7 @@ impl State {
             .map(|&rung| Lower {
                 rung,
                 encoder: None,
+                colour: Colour::Bt601,
                 scaled: None,
                 packetizer: Packetizer::default(),
                 watched: false,
@@ -273,6 +278,7 @@ impl State {
                     pli_outstanding: None,
                     last_idr: None,
                     size: None,
+                    colour: Colour::Bt601,
                     depacketizer: H264Packet::default(),
                 });
                 self.ask_for_idr();
@@ -359,6 +365,9 @@ impl State {
             if let Some(size) = sps_size(&c.unit) {
                 c.size = Some(size);
             }
+            if let Some(colour) = sps_colour(&c.unit) {
+                c.colour = colour;
+            }
         }
         let offset = *c.offset.get_or_insert_with(|| {
             // The publisher's first frame goes on our timeline where it is now, after
@@ -437,6 +446,7 @@ impl State {
         };
         let decode_time = started.elapsed();
         let settings = self.settings;
+        let colour = self.current.as_ref().map_or(Colour::Bt601, |c| c.colour);
         for (i, l) in self.lower.iter_mut().enumerate() {
             let index = i + 1;
             let publisher = &publishers[index];
@@ -451,13 +461,15 @@ impl State {
                 tracing::error!("cannot scale to {size}: {e}");
                 continue;
             }
-            if l.encoder.as_ref().is_none_or(|e| e.settings().size != size) {
+            if l.encoder.as_ref().is_none_or(|e| e.settings().size != size) || l.colour != colour {
                 let s = EncodeSettings {
                     size,
                     bitrate: l.rung.bitrate,
                     ..settings
                 };
-                match Encoder::new(s) {
+                // The decoded planes are the publisher's: so is how to read their colours.
+                l.colour = colour;
+                match Encoder::with_colour(s, colour) {
                     Ok(e) => l.encoder = Some(e),
                     Err(e) => {
                         tracing::error!("cannot encode at {size}: {e}");
@@ -679,14 +691,36 @@ fn publish_frame(
     });
 }
 
-/// The picture size an access unit's SPS gives, if it has one we can read.
-pub fn sps_size(annexb: &[u8]) -> Option<Size> {
+/// The SPS of an access unit, if it has one we can read.
+fn sps(annexb: &[u8]) -> Option<h264_reader::nal::sps::SeqParameterSet> {
     use h264_reader::nal::sps::SeqParameterSet;
     let sps = nal_units(annexb).find(|n| n.first().is_some_and(|b| b & 0x1f == 7))?;
     let rbsp = h264_reader::rbsp::decode_nal(sps).ok()?;
-    let sps = SeqParameterSet::from_bits(h264_reader::rbsp::BitReader::new(&rbsp[..])).ok()?;
-    let (w, h) = sps.pixel_dimensions().ok()?;
+    SeqParameterSet::from_bits(h264_reader::rbsp::BitReader::new(&rbsp[..])).ok()
+}
+
+/// The picture size an access unit's SPS gives, if it has one we can read.
+pub fn sps_size(annexb: &[u8]) -> Option<Size> {
+    let (w, h) = sps(annexb)?.pixel_dimensions().ok()?;
     Size::new(w & !1, h & !1).ok()
+}
+
+/// How an access unit's SPS says its colours are to be read (BT.601 limited when it does not
+/// say: what decoders assume for SD and what our own encoder writes).
+pub fn sps_colour(annexb: &[u8]) -> Option<Colour> {
+    let sps = sps(annexb)?;
+    let signal = sps.vui_parameters.and_then(|v| v.video_signal_type);
+    Some(match signal {
+        None => Colour::Bt601,
+        Some(s) => {
+            let d = s.colour_description.as_ref();
+            Colour::from_signal(
+                s.video_full_range_flag,
+                d.map(|d| d.transfer_characteristics),
+                d.map(|d| d.matrix_coefficients),
+            )
+        }
+    })
 }
 
 #[cfg(test)]
@@ -696,7 +730,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn reads_the_size_from_our_own_sps() {
+    fn reads_the_size_and_colours_from_our_own_sps() {
         for size in ["320x240", "1280x720", "642x362"] {
             let size: Size = size.parse().unwrap();
             let mut enc = Encoder::new(EncodeSettings {
@@ -706,6 +740,18 @@ mod tests {
             .unwrap();
             let out = enc.encode(&I420Frame::new(size)).unwrap();
             assert_eq!(sps_size(out.annexb), Some(size));
+            let full = Encoder::with_colour(
+                EncodeSettings {
+                    size,
+                    ..Default::default()
+                },
+                Colour::Srgb,
+            )
+            .unwrap()
+            .encode(&I420Frame::new(size))
+            .map(|o| sps_colour(o.annexb))
+            .unwrap();
+            assert_eq!(full, Some(Colour::Srgb));
         }
         assert_eq!(sps_size(&[0, 0, 0, 1, 0x67, 0xff]), None);
         assert_eq!(sps_size(b""), None);

@@ -9,7 +9,7 @@ use crate::config::EncodeSettings;
 use crate::frame::I420Frame;
 use openh264::encoder::{
     BitRate, Complexity, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
-    RateControlMode, SpsPpsStrategy, UsageType,
+    RateControlMode, SpsPpsStrategy, UsageType, VuiConfig,
 };
 use openh264::OpenH264API;
 
@@ -28,6 +28,45 @@ pub enum EncodeError {
         got: crate::config::Size,
         want: crate::config::Size,
     },
+}
+
+/// How the encoded pictures' colours are to be read, written in every SPS (VUI) so a
+/// decoder never guesses, nor keeps what an earlier SPS said: a viewer that watched a WHIP
+/// publisher's full-range stream would otherwise show our limited-range pictures washed out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Colour {
+    /// BT.601, limited range: what [`crate::frame`] converts RGB to (all our own sources).
+    #[default]
+    Bt601,
+    /// BT.709, limited range.
+    Bt709,
+    /// BT.709 matrix, full range.
+    Bt709Full,
+    /// BT.709 primaries and matrix, sRGB transfer, full range: what Chromium publishes.
+    Srgb,
+}
+
+impl Colour {
+    fn vui(self) -> VuiConfig {
+        match self {
+            Colour::Bt601 => VuiConfig::bt601(),
+            Colour::Bt709 => VuiConfig::bt709(),
+            Colour::Bt709Full => VuiConfig::bt709_full(),
+            Colour::Srgb => VuiConfig::srgb(),
+        }
+    }
+
+    /// The closest of ours to what an SPS signals: `full_range`, and the matrix and transfer
+    /// (H.273 code points) when given.
+    pub fn from_signal(full_range: bool, transfer: Option<u8>, matrix: Option<u8>) -> Self {
+        let bt601 = matches!(matrix, Some(5 | 6));
+        match (full_range, bt601, transfer) {
+            (false, true, _) => Colour::Bt601,
+            (false, false, _) => Colour::Bt709,
+            (true, _, Some(13)) => Colour::Srgb,
+            (true, _, _) => Colour::Bt709Full,
+        }
+    }
 }
 
 /// The least rate [`Encoder::set_bitrate`] goes down to: below it a picture is mush, and
@@ -57,8 +96,15 @@ pub struct Encoded<'a> {
 }
 
 impl Encoder {
+    /// An encoder of our own pictures (BT.601, limited range).
     pub fn new(settings: EncodeSettings) -> Result<Self, EncodeError> {
+        Self::with_colour(settings, Colour::Bt601)
+    }
+
+    /// An encoder of pictures whose colours are `colour` (e.g. a decoded WHIP publisher's).
+    pub fn with_colour(settings: EncodeSettings, colour: Colour) -> Result<Self, EncodeError> {
         let config = EncoderConfig::new()
+            .vui(colour.vui())
             .usage_type(UsageType::CameraVideoRealTime)
             .rate_control_mode(RateControlMode::Bitrate)
             .bitrate(BitRate::from_bps(settings.bitrate.bps()))
@@ -239,6 +285,11 @@ mod tests {
                 );
                 let sps = nal_units(out.annexb).next().unwrap();
                 assert_eq!(sps[1], 0x42, "profile_idc must be Baseline");
+                assert_eq!(
+                    crate::relay::sps_colour(out.annexb),
+                    Some(Colour::Bt601),
+                    "the SPS says how to read the colours"
+                );
                 assert!(sps[2] & 0x40 != 0, "constraint_set1 (constrained baseline)");
             }
         }

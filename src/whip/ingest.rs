@@ -211,7 +211,8 @@ impl Ingest {
             if let Some(reason) =
                 whep::watch_connection(state_rx, &restarted, &feed, &cancel).await
             {
-                me.close(&id_owned, reason).await;
+                // The shared supervisor speaks of viewers; this peer is the publisher.
+                me.close(&id_owned, &reason.replace("viewer", "publisher")).await;
             }
         });
         Ok(Answer {

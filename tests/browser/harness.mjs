@@ -19,14 +19,15 @@ export function startServer(args = [], listen = "127.0.0.1:0") {
       env: { ...process.env, WHEPCAST_LOG: process.env.WHEPCAST_LOG || "whepcast=info,error" },
     });
     let out = "", log = "";
+    // Cleared once it started: a pending timer would keep node alive after the last test.
+    const timer = setTimeout(() => reject(new Error("whepcast did not start: " + log)), 15000);
     child.stderr.on("data", (d) => { log += d; });
     child.stdout.on("data", (d) => {
       out += d;
       const m = out.match(/http:\/\/[\d.]+:\d+/);
-      if (m) resolve({ url: m[0], child, log: () => log, stop: () => stopChild(child) });
+      if (m) { clearTimeout(timer); resolve({ url: m[0], child, log: () => log, stop: () => stopChild(child) }); }
     });
-    child.on("exit", (code) => reject(new Error(`whepcast exited with ${code}: ${log}`)));
-    setTimeout(() => reject(new Error("whepcast did not start: " + log)), 15000);
+    child.on("exit", (code) => { clearTimeout(timer); reject(new Error(`whepcast exited with ${code}: ${log}`)); });
   });
 }
 

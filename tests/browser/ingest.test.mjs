@@ -2,17 +2,22 @@
 // (web/publish.html, ?source=canvas&autostart=1) and other Chromium pages watch it with the
 // viewer page. What viewers see is read from the decoded video: the animation's colours
 // (blue background, red disc at the centre), its barcode (the canvas's frame number and
-// capture time, read with web/barcode.js), and the server's "waiting for the publisher"
-// picture (dark slate, RGB 32,40,56) while nobody publishes.
+// capture time, read with web/barcode.js) and green square, and the server's "waiting for
+// the publisher" picture (dark slate, RGB 32,40,56) while nobody publishes.
 //
 //   cd tests/browser && unshare -n sh -c 'ip link set lo up && node --test ingest.test.mjs'
 //
 // Publishing browsers get --use-fake-ui-for-media-stream: with media permission Chromium
 // gathers host candidates on loopback (see harness.mjs launchBrowser).
 //
+// The waiting picture's exact colour is asserted at the end of the tests that show it after
+// a publisher: a decoder keeps the colour signalling (range, matrix) of the last SPS that had
+// any, and Chromium's canvas publisher signals full-range BT.709, so a waiting picture whose
+// SPS signals nothing is shown too light by a viewer that watched the publisher.
+//
 // What each test prints (# lines) are measurements: the time from the publisher connecting
-// to its first frame at a viewer, from the publisher leaving to the waiting picture, and from
-// it coming back to its picture again.
+// to its first frame at a viewer, from the publisher leaving (Stop, or its connection dying)
+// to the waiting picture, and from it coming back to its picture again.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startServer, launchBrowser } from "./harness.mjs";
