@@ -3,10 +3,6 @@
 //! servers cannot trickle), and read back what was negotiated.
 
 use super::{H264Choice, OfferError, RtcConfig, RtcError};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
 use std::sync::Arc;
 use tokio::sync::watch;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -40,21 +36,7 @@ pub async fn answer(
     let offer = RTCSessionDescription::offer(offer_sdp).map_err(bad)?;
     pc.set_remote_description(offer).await.map_err(bad)?;
 
-    let ssrc = rand::random::<u32>();
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("whepcast-{stream}"),
-        format!("video-{:08x}", rand::random::<u32>()),
-        stream.to_string(),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: super::h264_codec(choice).rtp_codec,
-            ..Default::default()
-        }],
-    )));
+    let (track, ssrc) = super::h264_track(stream, choice);
     let no_h264 = |e: rtc::shared::error::Error| {
         OfferError::NoH264(format!("the offer's video section cannot carry it ({e})"))
     };
@@ -67,42 +49,10 @@ pub async fn answer(
         .await
         .map_err(RtcError::Answer)?;
 
-    // The server cannot trickle in WHEP: the answer must carry every candidate, so wait for
-    // gathering (bounded: a STUN/TURN server that does not answer must not hold the viewer).
-    let gathered_in_time =
-        tokio::time::timeout(config.gather_timeout, gathered.wait_for(|done| *done))
-            .await
-            .is_ok();
-    if !gathered_in_time {
-        tracing::warn!(
-            "ICE gathering took over {:?} (is every --stun/--turn server reachable?); answering with the candidates found so far",
-            config.gather_timeout
-        );
-    }
-    let sdp = pc
-        .local_description()
-        .await
-        .ok_or(RtcError::NoLocalDescription)?
-        .sdp;
-    let sdp = super::advertise_candidates(&sdp, &config.public_ips);
-
+    // The server cannot trickle in WHEP: the answer carries every candidate.
+    let sdp = super::gathered_sdp(pc, gathered, config).await?;
     let params = sender.get_parameters().await.map_err(RtcError::Answer)?;
-    let codec = params
-        .rtp_parameters
-        .codecs
-        .first()
-        .ok_or_else(|| OfferError::NoH264("no codec was negotiated".into()))?;
-    if !codec
-        .rtp_codec
-        .sdp_fmtp_line
-        .contains("packetization-mode=1")
-    {
-        return Err(OfferError::NoH264(format!(
-            "negotiated '{}' instead",
-            codec.rtp_codec.sdp_fmtp_line
-        ))
-        .into());
-    }
+    let codec = super::negotiated_h264(&params.rtp_parameters.codecs)?;
     let playout_delay = params
         .rtp_parameters
         .header_extensions

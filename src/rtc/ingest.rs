@@ -28,21 +28,7 @@ pub async fn answer(
         .await
         .map_err(RtcError::Answer)?;
     // Like WHEP, a WHIP server cannot trickle: the answer carries every candidate.
-    if tokio::time::timeout(config.gather_timeout, gathered.wait_for(|done| *done))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "ICE gathering took over {:?}; answering the publisher with the candidates found so far",
-            config.gather_timeout
-        );
-    }
-    let sdp = pc
-        .local_description()
-        .await
-        .ok_or(RtcError::NoLocalDescription)?
-        .sdp;
-    let sdp = super::advertise_candidates(&sdp, &config.public_ips);
+    let sdp = super::gathered_sdp(pc, gathered, config).await?;
     if !sdp.lines().any(|l| l.trim_end() == "a=recvonly") {
         return Err(OfferError::NoH264("the answer would not receive any video".into()).into());
     }

@@ -176,6 +176,53 @@ impl RtcConfig {
     }
 }
 
+/// The local description once gathering is complete, or once `config.gather_timeout` has
+/// passed (a STUN/TURN server that does not answer must hold nobody), with the 1:1 NAT's
+/// addresses advertised. WHEP and WHIP servers cannot trickle, and our WHIP offers carry
+/// every candidate too (for endpoints that take no trickle).
+pub(crate) async fn gathered_sdp(
+    pc: &Arc<dyn PeerConnection>,
+    gathered: &mut tokio::sync::watch::Receiver<bool>,
+    config: &RtcConfig,
+) -> Result<String, RtcError> {
+    if tokio::time::timeout(config.gather_timeout, gathered.wait_for(|done| *done))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "ICE gathering took over {:?} (is every --stun/--turn server reachable?); going on with the candidates found so far",
+            config.gather_timeout
+        );
+    }
+    let sdp = pc
+        .local_description()
+        .await
+        .ok_or(RtcError::NoLocalDescription)?
+        .sdp;
+    Ok(advertise_candidates(&sdp, &config.public_ips))
+}
+
+/// The H.264 format a sender negotiated (the first of `codecs`), refused unless it is
+/// packetization-mode 1: the crate matches codecs by MIME type alone.
+pub(crate) fn negotiated_h264(
+    codecs: &[RTCRtpCodecParameters],
+) -> Result<&RTCRtpCodecParameters, OfferError> {
+    let codec = codecs
+        .first()
+        .ok_or_else(|| OfferError::NoH264("no codec was negotiated".into()))?;
+    if !codec
+        .rtp_codec
+        .sdp_fmtp_line
+        .contains("packetization-mode=1")
+    {
+        return Err(OfferError::NoH264(format!(
+            "negotiated '{}' instead",
+            codec.rtp_codec.sdp_fmtp_line
+        )));
+    }
+    Ok(codec)
+}
+
 /// Bytes a viewer's data channel may have in flight: ~300 frame messages. Small on purpose:
 /// a capture time that waited seconds in a queue is worse than none.
 pub const DATA_CHANNEL_BUFFER: usize = 32 * 1024;
@@ -192,6 +239,37 @@ pub fn h264_codec(choice: &H264Choice) -> RTCRtpCodecParameters {
         },
         payload_type: choice.payload_type,
     }
+}
+
+/// A new track of stream `stream` sending `choice` with a random SSRC (a track binds to one
+/// peer connection: each viewer or publishing session gets its own), and that SSRC.
+pub(crate) fn h264_track(
+    stream: &str,
+    choice: &H264Choice,
+) -> (
+    Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    u32,
+) {
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+    let ssrc = rand::random::<u32>();
+    let track = webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP::new(
+        MediaStreamTrack::new(
+            format!("whepcast-{stream}"),
+            format!("video-{:08x}", rand::random::<u32>()),
+            stream.to_string(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: h264_codec(choice).rtp_codec,
+                ..Default::default()
+            }],
+        ),
+    );
+    (Arc::new(track), ssrc)
 }
 
 /// The DTLS certificate every session presents, made once: generating an ECDSA key per

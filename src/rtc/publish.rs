@@ -7,10 +7,6 @@
 //! the only one offered.
 
 use super::{H264Choice, OfferError, RtcConfig, RtcError};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
 use std::sync::Arc;
 use tokio::sync::watch;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -57,22 +53,7 @@ pub async fn offer(
     gathered: &mut watch::Receiver<bool>,
     config: &RtcConfig,
 ) -> Result<Offered, RtcError> {
-    let ssrc = rand::random::<u32>();
-    let choice = h264_offer();
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("whepcast-{stream}"),
-        format!("video-{:08x}", rand::random::<u32>()),
-        stream.to_string(),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: super::h264_codec(&choice).rtp_codec,
-            ..Default::default()
-        }],
-    )));
+    let (track, ssrc) = super::h264_track(stream, &h264_offer());
     pc.add_transceiver_from_track(
         track.clone() as Arc<dyn TrackLocal>,
         Some(RTCRtpTransceiverInit {
@@ -98,21 +79,7 @@ pub async fn make_offer(
     pc.set_local_description(offer)
         .await
         .map_err(RtcError::Setup)?;
-    if tokio::time::timeout(config.gather_timeout, gathered.wait_for(|done| *done))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "ICE gathering took over {:?} (is every --stun/--turn server reachable?); offering the candidates found so far",
-            config.gather_timeout
-        );
-    }
-    let sdp = pc
-        .local_description()
-        .await
-        .ok_or(RtcError::NoLocalDescription)?
-        .sdp;
-    let sdp = super::advertise_candidates(&sdp, &config.public_ips);
+    let sdp = super::gathered_sdp(pc, gathered, config).await?;
     Ok(with_rtcp_mux_only(&sdp))
 }
 
@@ -131,22 +98,7 @@ pub async fn accept(pc: &Arc<dyn PeerConnection>, answer: String) -> Result<Acce
             continue;
         };
         let params = sender.get_parameters().await.map_err(RtcError::Answer)?;
-        let codec = params
-            .rtp_parameters
-            .codecs
-            .first()
-            .ok_or_else(|| OfferError::NoH264("the answer accepted no codec".into()))?;
-        if !codec
-            .rtp_codec
-            .sdp_fmtp_line
-            .contains("packetization-mode=1")
-        {
-            return Err(OfferError::NoH264(format!(
-                "the answer chose '{}'",
-                codec.rtp_codec.sdp_fmtp_line
-            ))
-            .into());
-        }
+        let codec = super::negotiated_h264(&params.rtp_parameters.codecs)?;
         payload_type = codec.payload_type;
     }
     Ok(Accepted { payload_type, twcc })
