@@ -406,10 +406,15 @@ async fn build(
 
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        // Check every 5 ms (RFC 8445's floor for Ta), still giving up on a silent pair after
-        // 500 ms: Chromium starts DTLS only once our check reaches it after nomination, so
-        // the interval shows up whole in the time to first frame.
-        .with_ice_connection_attempts(Some(Duration::from_millis(5)), Some(100))
+        // Answering, check every 5 ms (RFC 8445's floor for Ta), still giving up on a silent
+        // pair after 500 ms: Chromium starts DTLS only once our check reaches it after
+        // nomination, so the interval shows up whole in the time to first frame. Offering (to
+        // a WHIP endpoint, maybe across the world), 20 ms and 2 s: a busy or far endpoint
+        // must not see every pair given up before it answers.
+        .with_ice_connection_attempts(
+            Some(Duration::from_millis(if role == Role::Offer { 20 } else { 5 })),
+            Some(100),
+        )
         .with_ice_timeouts(
             Some(config.disconnected_after),
             Some(Duration::from_secs(5)),

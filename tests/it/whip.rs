@@ -111,14 +111,27 @@ impl Endpoint {
             .count()
     }
 
-    /// The `n`th session's decoding (0 is the first), once it exists.
-    async fn session(&self, n: usize) -> watch::Receiver<Decoded> {
-        let found = support::eventually(WAIT, || async {
-            lock(&self.inner.history).len() > n
-        })
-        .await;
-        assert!(found, "no session #{n}; requests: {:?}", self.seen());
-        lock(&self.inner.history)[n].clone()
+    /// The first session from `from` on that plays the pattern (frame numbers growing): a
+    /// publisher whose first connection failed (a loaded machine) publishes anew, and any
+    /// session it makes counts. Returns its index and its decoding.
+    async fn playing(&self, from: usize, what: &str) -> (usize, watch::Receiver<Decoded>) {
+        let playing = |d: &Decoded| {
+            d.numbers.len() >= 10 && d.numbers.windows(2).last().is_some_and(|w| w[1] > w[0])
+        };
+        let started = Instant::now();
+        while started.elapsed() < WAIT * 2 {
+            let found = lock(&self.inner.history)
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, rx)| playing(&rx.borrow()))
+                .map(|(i, rx)| (i, rx.clone()));
+            if let Some(found) = found {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: no session from #{from} plays; requests: {:?}", self.seen());
     }
 
     /// Forgets every session and closes their connections, as a restarted server would.
@@ -301,8 +314,8 @@ async fn until(rx: &mut watch::Receiver<Decoded>, pred: impl FnMut(&Decoded) -> 
 async fn publishes_the_pattern_and_deletes_the_session_on_sigterm() {
     let (ep, base) = Endpoint::start().await;
     let child = publish(&format!("{base}/whip"), TOKEN, &[]);
-    let mut rx = ep.session(0).await;
-    let d = wait_playing(&mut rx, "first session").await;
+    let (_, rx) = ep.playing(0, "publishing").await;
+    let d = rx.borrow().clone();
     assert_eq!(d.size, Some((320, 240)));
     sigterm(&child);
     let (code, log) = finish(child).await;
@@ -358,8 +371,7 @@ async fn retries_while_unavailable_then_publishes_through_a_redirect_to_another_
     let retried = support::eventually(WAIT, || async { ep.count("POST", "/whip") >= 2 }).await;
     assert!(retried, "retries after 503: {:?}", ep.seen());
     ep.set_mode(Mode::Accept);
-    let mut rx = ep.session(0).await;
-    wait_playing(&mut rx, "after the endpoint came up").await;
+    ep.playing(0, "after the endpoint came up").await;
     let posts: Vec<Seen> = ep
         .seen()
         .into_iter()
@@ -389,8 +401,7 @@ async fn an_endpoint_down_at_start_is_retried_until_it_comes_up() {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let ep = Endpoint::serve(vec![listener]).await;
-    let mut rx = ep.session(0).await;
-    wait_playing(&mut rx, "once the endpoint is up").await;
+    ep.playing(0, "once the endpoint is up").await;
     drop(child);
 }
 
@@ -407,13 +418,12 @@ fn child_running(child: &Running) -> bool {
 async fn publishing_resumes_with_a_keyframe_after_the_endpoint_restarts() {
     let (ep, base) = Endpoint::start().await;
     let child = publish(&format!("{base}/whip"), TOKEN, &["--keyint", "30"]);
-    let mut first = ep.session(0).await;
-    wait_playing(&mut first, "before the restart").await;
+    let (first, _) = ep.playing(0, "before the restart").await;
     let restarted = Instant::now();
     ep.restart().await;
-    let mut second = ep.session(1).await;
-    let d = wait_playing(&mut second, "after the restart").await;
+    let (_, second) = ep.playing(first + 1, "after the restart").await;
     let took = restarted.elapsed();
+    let d = second.borrow().clone();
     println!("publishing again {took:?} after the endpoint restarted");
     assert!(d.keyframes >= 1, "the new session starts from an IDR");
     assert!(
@@ -432,8 +442,7 @@ async fn a_pli_brings_a_keyframe_and_remb_brings_the_rate_down() {
         TOKEN,
         &["--keyint", "60", "--bitrate", "1500k", "--size", "640x360", "--fps", "30"],
     );
-    let mut rx = ep.session(0).await;
-    wait_playing(&mut rx, "at the start").await;
+    let (_, mut rx) = ep.playing(0, "at the start").await;
     let track = ep.track().await;
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
 
