@@ -20,7 +20,21 @@
 // to the waiting picture, and from it coming back to its picture again.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchBrowser } from "./harness.mjs";
+import { execFile } from "node:child_process";
+import { dirname, join } from "node:path";
+import { startServer, launchBrowser, WHEPCAST } from "./harness.mjs";
+
+/** The Rust viewer (examples/watch.rs, webrtc-rs + OpenH264, built beside the binary): what it
+ * decoded of `whep` in `seconds`, as JSON. */
+function rustViewer(whep, seconds) {
+  const bin = join(dirname(WHEPCAST), "examples", "watch");
+  return new Promise((resolve, reject) => {
+    execFile(bin, [whep, String(seconds)], { timeout: 60000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`the Rust viewer failed: ${err.message}\n${stderr}`));
+      else resolve(JSON.parse(stdout));
+    });
+  });
+}
 
 const TOKEN = "ingest-s3cret";
 const SLATE = [32, 40, 56];   // src/source/standby.rs BACKGROUND
@@ -215,7 +229,7 @@ const context = (server, ...pages) => () =>
 
 // ---- the tests ----
 
-test("Chromium publishes its canvas by WHIP; a viewer joining later sees its colours and motion; /api/streams counts its frames", async () => {
+test("Chromium publishes its canvas by WHIP; a viewer page joining later and a Rust viewer see its colours and motion; /api/streams counts its frames", async () => {
   const server = await startServer(["--source", "whip", "--ingest-token", TOKEN, "--size", "640x360"]);
   const pubBrowser = await launchBrowser({ args: ["--use-fake-ui-for-media-stream"] });
   const viewBrowser = await launchBrowser();
@@ -265,6 +279,19 @@ test("Chromium publishes its canvas by WHIP; a viewer joining later sees its col
       `/api/streams frames_encoded grows ${rate.toFixed(1)}/s (${sa.frames_encoded} -> ${sb.frames_encoded}); the publisher sends ~${CANVAS_FPS}/s`);
     assert.equal(sb.viewers, 1, `/api/streams counts the one viewer: ${sb.viewers}`);
     assert.equal(b.sessions.active, 1, `one active viewer session: ${JSON.stringify(b.sessions)}`);
+
+    // A second, independent viewer: webrtc-rs and OpenH264, no browser. The canvas is sent
+    // as Chromium encoded it (full-range BT.709 planes): blue has U high and V a little low,
+    // red has V high and U low.
+    const rust = await rustViewer(server.url + "/whep", 3);
+    assert.ok(rust.frames >= 30, `the Rust viewer decoded ${rust.frames} frames in 3 s`);
+    assert.deepEqual([rust.width, rust.height], [640, 360], "the Rust viewer's picture size");
+    const [, uc, vc] = rust.regions.centre, [, ub, vb] = rust.regions.top_right;
+    assert.ok(vc > 190 && uc < 128, `the Rust viewer's centre is red (YUV ${rust.regions.centre})`);
+    assert.ok(ub > 190 && vb < 140, `the Rust viewer's top-right corner is blue (YUV ${rust.regions.top_right})`);
+    const ns = rust.numbers;
+    assert.ok(ns.length >= 10 && ns.every((n, i) => i === 0 || n > ns[i - 1]),
+      `the Rust viewer reads the canvas's frame numbers moving on: ${ns.join(" ")}`);
   } finally {
     await viewBrowser.close();
     await pubBrowser.close();

@@ -613,7 +613,8 @@ pub fn spawn_serve_feeding(
     stdin: Stdio,
     feed: impl FnOnce(&mut Child),
 ) -> (Running, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_whepcast"));
+    // option_env: examples/watch.rs includes this file too, and examples get no binary path.
+    let mut cmd = Command::new(option_env!("CARGO_BIN_EXE_whepcast").unwrap_or("whepcast"));
     cmd.arg("serve")
         .args(args)
         .args(["--listen", "127.0.0.1:0"])
