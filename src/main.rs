@@ -109,6 +109,11 @@ struct PublishArgs {
     token: Option<String>,
     #[command(flatten)]
     input: InputArgs,
+    /// Smaller pictures to send when the endpoint's link cannot carry this one (the encoder
+    /// first follows the estimate down to 60 % of a rendition's rate): `auto`, `none`, or a
+    /// list as for `serve --ladder`. Only the one being sent is encoded.
+    #[arg(long, env = "WHEPCAST_LADDER", default_value = "auto")]
+    ladder: Ladder,
     #[command(flatten)]
     ice: IceArgs,
 }
@@ -264,7 +269,9 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         stream.label.clone(),
         stream.open,
         stream.settings,
-        &Ladder::Single,
+        // Renditions to step down to when the link cannot carry the picture even at a
+        // lower rate; only the one being sent is encoded.
+        &args.ladder,
     )?;
     let mut rtc = RtcConfig::for_listen_ip(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     rtc.ice_servers = args.ice.servers()?;

@@ -766,7 +766,8 @@ pub(crate) fn random_hex(n: usize) -> String {
 /// What the viewer's sender reads of its link, once per frame.
 pub(crate) fn reading(link: &rtc::cc::Link) -> fanout::Reading {
     fanout::Reading {
-        estimate_bps: link.estimate_bps(),
+        // A receiver's REMB caps the estimate (aiortc's; a media server's room limit).
+        estimate_bps: link.target_bps(),
         pacer_delay: link.queue_delay(),
         queueing: link.queueing(),
         arriving_bps: link.arriving_bps(),

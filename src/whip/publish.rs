@@ -36,6 +36,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const STABLE: Duration = Duration::from_secs(10);
 /// How often the encoder's rate is set from the link estimate.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+/// Following the link, a rendition is kept while the estimate is at least this share of its
+/// rate (its encoder spends what the link carries); below, a smaller picture is sent.
+const FOLLOW_FLOOR: f64 = 0.6;
 
 /// What publishing needs besides the stream.
 #[derive(Clone)]
@@ -208,6 +211,7 @@ async fn run(
     let viewing = Arc::new(fanout::Viewing::default());
     let (sent, _) = broadcast::channel(1);
     let reader = link.clone();
+    let follow = config.follow_link;
     tokio::spawn(fanout::send(
         renditions.clone(),
         fanout::Viewer {
@@ -223,7 +227,15 @@ async fn run(
                 since: t0,
             },
             preference: fanout::Preference::default(),
-            link: Box::new(move || crate::whep::reading(&reader)),
+            link: Box::new(move || {
+                let mut reading = crate::whep::reading(&reader);
+                if follow {
+                    // The encoder follows the estimate down to FOLLOW_FLOOR of a rendition's
+                    // rate before a smaller picture is worth it.
+                    reading.estimate_bps = (reading.estimate_bps as f64 / FOLLOW_FLOOR) as u64;
+                }
+                reading
+            }),
             viewing: viewing.clone(),
             sent,
         },
@@ -240,12 +252,19 @@ async fn run(
         },
     ));
     if config.follow_link {
-        tokio::spawn(follow_link(renditions.clone(), link.clone(), media.clone()));
+        tokio::spawn(follow_link(
+            renditions.clone(),
+            link.clone(),
+            viewing.clone(),
+            media.clone(),
+        ));
     }
 
     let ended = supervise(client, renditions, rtc_config, cancel, pc, events, &mut session).await;
     if config.follow_link {
-        renditions.top().follow_link(0);
+        for f in renditions.iter() {
+            f.follow_link(0);
+        }
     }
     if matches!(ended, Ok(Ended::Cancelled | Ended::InputOver)) || ended.is_err() {
         // Free the endpoint's session now rather than when its ICE times out.
@@ -474,9 +493,13 @@ pub fn late_candidates(offer: &str, local: &str, done: bool) -> Option<String> {
     Some(fragment)
 }
 
-/// Sets the encoder's rate from the link estimate until `stop`.
-async fn follow_link(renditions: Renditions, link: Arc<cc::Link>, stop: CancellationToken) {
-    let feed = renditions.top().clone();
+/// Sets the rate of the rendition being sent from the link estimate until `stop`.
+async fn follow_link(
+    renditions: Renditions,
+    link: Arc<cc::Link>,
+    viewing: Arc<fanout::Viewing>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(FOLLOW_EVERY);
     let mut last_log = Instant::now();
     loop {
@@ -486,16 +509,25 @@ async fn follow_link(renditions: Renditions, link: Arc<cc::Link>, stop: Cancella
         }
         // The estimate covers everything sent (probes, retransmissions): leave room.
         let target = (link.target_bps() as f64 * 0.9) as u32;
-        if target > 0 {
-            feed.follow_link(target.min(feed.bitrate()));
+        let current = viewing.current();
+        let mut sending = None;
+        for (i, feed) in renditions.iter().enumerate() {
+            if i == current && target > 0 {
+                let rate = target.min(feed.bitrate());
+                feed.follow_link(rate);
+                sending = Some((feed.label(), rate));
+            } else {
+                feed.follow_link(0);
+            }
         }
         if last_log.elapsed() >= Duration::from_secs(10) {
             last_log = Instant::now();
+            let (label, rate) = sending.unwrap_or_default();
             tracing::info!(
-                "publishing: link estimate {} kbit/s{}, encoding at up to {} kbit/s, loss {:.1}%, rtt {}",
+                "publishing: link estimate {} kbit/s{}, sending {label} at up to {} kbit/s, loss {:.1}%, rtt {}",
                 link.estimate_bps() / 1000,
                 link.remb_bps().map(|r| format!(" (REMB {} kbit/s)", r / 1000)).unwrap_or_default(),
-                target.min(feed.bitrate()) / 1000,
+                rate / 1000,
                 link.loss() * 100.0,
                 link.rtt().map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into()),
             );

@@ -433,14 +433,14 @@ async fn publishing_resumes_with_a_keyframe_after_the_endpoint_restarts() {
     drop(child);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pli_brings_a_keyframe_and_remb_brings_the_rate_down() {
     let (ep, base) = Endpoint::start().await;
     // A long keyframe interval, so any keyframe after the first was asked for.
     let child = publish(
         &format!("{base}/whip"),
         TOKEN,
-        &["--keyint", "60", "--bitrate", "1500k", "--size", "640x360", "--fps", "30"],
+        &["--keyint", "60", "--bitrate", "1500k", "--size", "1280x720", "--fps", "30"],
     );
     let (_, mut rx) = ep.playing(0, "at the start").await;
     let track = ep.track().await;
