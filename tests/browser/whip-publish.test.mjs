@@ -11,7 +11,7 @@
 // first frame of the new session, and the bit rate Janus forwards with and without its REMB cap.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { WHEPCAST, startServer, launchBrowser, waitInPage } from "./harness.mjs";
 import { launchReceiverBrowser, startReceiver, until } from "./whip-receiver.mjs";
 import { startJanus, watchThroughJanus } from "./janus.mjs";
@@ -197,6 +197,46 @@ test("the endpoint restarts mid-stream: whepcast publishes again, first new fram
     assert.ok(pub.running(), "whepcast publish is still running");
     assert.equal(await pub.stop("SIGTERM"), 0, "exit 0 on SIGTERM\n" + pub.tail());
   } finally {
+    await pub.kill();
+    await rx.close();
+    await browser.close();
+  }
+});
+
+test("the path fails but the endpoint keeps the session: whepcast restarts ICE by PATCH and the same session plays on", async () => {
+  const browser = await launchReceiverBrowser();
+  const rx = await startReceiver(browser, { token: TOKEN });
+  const pub = startPublish(rx.url, ["--token", TOKEN, "--size", "640x360", "--fps", "30"]);
+  // Drops every UDP packet in this (test-only) network namespace: media and ICE, not HTTP.
+  const rule = ["INPUT", "-p", "udp", "-j", "DROP"];
+  let blocked = false;
+  try {
+    await rx.until(async () => (await rx.stats())?.framesDecoded >= 30, 20000, "30 decoded frames")
+      .catch((e) => { throw new Error(e.message + context(rx, pub)); });
+    const session = rx.current();
+    const before = rx.requests.length;
+    execFileSync("iptables", ["-I", ...rule]);
+    blocked = true;
+    const blockedAt = Date.now();
+    const restart = await until(() => rx.requests.slice(before)
+      .find((r) => r.method === "PATCH" && r.status === 200), 10000, "an ICE-restart PATCH answered 200")
+      .catch((e) => { throw new Error(e.message + context(rx, pub)); });
+    execFileSync("iptables", ["-D", ...rule]);
+    blocked = false;
+    console.log(`# path cut -> restart PATCH ${restart.time - blockedAt} ms later (If-Match ${restart.headers["if-match"]})`);
+    assert.equal(restart.headers["if-match"], "*", "an ICE restart asks with If-Match: *");
+    assert.match(restart.headers["authorization"] || "", /^Bearer /, "the PATCH carries the token");
+    assert.match(restart.body, /a=ice-ufrag:/, "the PATCH carries new ICE credentials");
+
+    // The same session goes on: frames move again, and no new POST was needed.
+    const frames = await sampleFrames(() => rx.frameCounter(session.id), 3000);
+    assertAdvancing(frames.slice(-10), 30, 1000, "the same session after the ICE restart");
+    const posts = rx.requests.slice(before).filter((r) => r.method === "POST");
+    assert.equal(posts.length, 0, `no new session: ${posts.map((r) => r.path).join(", ")}` + context(rx, pub));
+    assert.equal(rx.current().id, session.id, "the endpoint's session is the same");
+    assert.equal(await pub.stop("SIGTERM"), 0, "exit 0 on SIGTERM\n" + pub.tail());
+  } finally {
+    if (blocked) execFileSync("iptables", ["-D", ...rule]);
     await pub.kill();
     await rx.close();
     await browser.close();
