@@ -435,12 +435,15 @@ async fn publishing_resumes_with_a_keyframe_after_the_endpoint_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pli_brings_a_keyframe_and_remb_brings_the_rate_down() {
+    // 640x360 in the normal run (this endpoint decodes every frame, beside the other tests);
+    // WHIP_REMB_SIZE=1280x720 for the figure at the default size (BENCHMARKS.md).
+    let size = std::env::var("WHIP_REMB_SIZE").unwrap_or_else(|_| "640x360".into());
     let (ep, base) = Endpoint::start().await;
     // A long keyframe interval, so any keyframe after the first was asked for.
     let child = publish(
         &format!("{base}/whip"),
         TOKEN,
-        &["--keyint", "60", "--bitrate", "1500k", "--size", "1280x720", "--fps", "30"],
+        &["--keyint", "60", "--bitrate", "1500k", "--size", &size, "--fps", "30"],
     );
     let (_, mut rx) = ep.playing(0, "at the start").await;
     let track = ep.track().await;
@@ -490,7 +493,8 @@ async fn a_pli_brings_a_keyframe_and_remb_brings_the_rate_down() {
         full / 1000.0,
         capped / 1000.0
     );
-    assert!(full > 900_000.0, "full rate {full}");
+    assert!(full > 700_000.0, "full rate {full}");
+    assert!(capped < full / 2.0, "capped {capped} against {full}");
     assert!(capped < 400_000.0, "after REMB 300k the rate is {capped}");
     wait_playing(&mut rx, "at the lower rate").await;
     drop(child);
