@@ -510,19 +510,18 @@ async fn follow_link(
         // The estimate covers everything sent (probes, retransmissions): leave room.
         let target = (link.target_bps() as f64 * 0.9) as u32;
         let current = viewing.current();
-        let mut sending = None;
+        let mut rate = 0;
         for (i, feed) in renditions.iter().enumerate() {
             if i == current && target > 0 {
-                let rate = target.min(feed.bitrate());
+                rate = target.min(feed.bitrate());
                 feed.follow_link(rate);
-                sending = Some((feed.label(), rate));
             } else {
                 feed.follow_link(0);
             }
         }
         if last_log.elapsed() >= Duration::from_secs(10) {
             last_log = Instant::now();
-            let (label, rate) = sending.unwrap_or_default();
+            let label = renditions.get(current).map(|f| f.label()).unwrap_or_default();
             tracing::info!(
                 "publishing: link estimate {} kbit/s{}, sending {label} at up to {} kbit/s, loss {:.1}%, rtt {}",
                 link.estimate_bps() / 1000,

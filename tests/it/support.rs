@@ -470,19 +470,24 @@ impl Viewer {
     /// Sends a Picture Loss Indication to the server.
     pub async fn send_pli(&self) {
         let track = self.track.lock().unwrap().clone().expect("track arrived");
-        let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
-        track
-            .write_rtcp(vec![Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc: ssrc,
-            })])
-            .await
-            .unwrap();
+        send_pli(&track).await;
     }
 
     pub async fn close(&self) {
         let _ = self.pc.close().await;
     }
+}
+
+/// Sends a Picture Loss Indication for `track`'s stream to its sender.
+pub async fn send_pli(track: &Arc<dyn TrackRemote>) {
+    let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+    track
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        })])
+        .await
+        .unwrap();
 }
 
 /// Depacketizes RTP into access units and decodes them.

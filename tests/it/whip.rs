@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -450,13 +449,7 @@ async fn a_pli_brings_a_keyframe_and_remb_brings_the_rate_down() {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
 
     let before = rx.borrow().keyframes;
-    track
-        .write_rtcp(vec![Box::new(PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: ssrc,
-        })])
-        .await
-        .unwrap();
+    support::send_pli(&track).await;
     let keyed = until(&mut rx, |d| d.keyframes > before).await;
     assert!(keyed, "no keyframe after a PLI: {:?}", *rx.borrow());
 
