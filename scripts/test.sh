@@ -8,6 +8,8 @@ bash scripts/setup-test.sh
 cargo build --locked --all-targets
 # Lint gate: no warning passes, and every unsafe block says why it is sound (Cargo.toml).
 cargo clippy --locked --all-targets -- -D warnings
+# Format gate: the code is as rustfmt writes it.
+cargo fmt --all --check
 cargo test --locked --no-run
 export WHEPCAST_BIN="$PWD/target/debug/whepcast"
 run_tests='cargo test --locked --offline && cd tests/browser && node --test'

@@ -584,7 +584,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
     let publishing = publisher.map(|client| {
         let stream = &server.sessions().streams()[0];
-        tracing::info!("publishing stream '{}' to {}", stream.name, client.endpoint());
+        tracing::info!(
+            "publishing stream '{}' to {}",
+            stream.name,
+            client.endpoint()
+        );
         let config = whepcast::whip::PublishConfig {
             name: stream.name.clone(),
             rtc: publish_rtc,

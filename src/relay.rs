@@ -285,7 +285,9 @@ impl State {
             }
             Event::Ended { session } => {
                 if self.current.as_ref().is_some_and(|c| c.session == session) {
-                    tracing::info!("publisher left (session {session}); showing the waiting picture");
+                    tracing::info!(
+                        "publisher left (session {session}); showing the waiting picture"
+                    );
                     let size = self.current.as_ref().and_then(|c| c.size);
                     self.current = None;
                     if let Some(size) = size {
@@ -372,7 +374,9 @@ impl State {
         let offset = *c.offset.get_or_insert_with(|| {
             // The publisher's first frame goes on our timeline where it is now, after
             // whatever was sent before (the waiting picture, an earlier publisher).
-            now_ts.max(last_ts.wrapping_add(1)).wrapping_sub(publisher_ts)
+            now_ts
+                .max(last_ts.wrapping_add(1))
+                .wrapping_sub(publisher_ts)
         });
         let ts = publisher_ts.wrapping_add(offset);
         let size = c.size.unwrap_or(self.settings.size);
@@ -481,7 +485,8 @@ impl State {
                 continue;
             };
             let asked = publisher.take_keyframe_request()
-                && l.last_key.is_none_or(|t| t.elapsed() >= fanout::MIN_FORCED_IDR_GAP);
+                && l.last_key
+                    .is_none_or(|t| t.elapsed() >= fanout::MIN_FORCED_IDR_GAP);
             if !std::mem::replace(&mut l.watched, true) || asked {
                 encoder.force_keyframe();
             }
@@ -576,7 +581,9 @@ impl State {
             return;
         };
         let recent = c.last_pli.is_some_and(|t| t.elapsed() < PLI_GAP);
-        let waiting = c.pli_outstanding.is_some_and(|t| t.elapsed() < PLI_PATIENCE);
+        let waiting = c
+            .pli_outstanding
+            .is_some_and(|t| t.elapsed() < PLI_PATIENCE);
         if recent || waiting {
             return;
         }
@@ -812,7 +819,10 @@ mod tests {
                 if drop_one && i == 0 {
                     continue;
                 }
-                relay.inlet().send(Event::Packet { session: 7, packet: p });
+                relay.inlet().send(Event::Packet {
+                    session: 7,
+                    packet: p,
+                });
             }
         };
         let mut got = Vec::new();
@@ -841,7 +851,10 @@ mod tests {
             .windows(2)
             .position(|w| w[1].1.wrapping_sub(w[0].1) == 3000)
             .expect("publisher frames");
-        assert!(first == 0 || got[0].0, "the waiting picture starts with an IDR");
+        assert!(
+            first == 0 || got[0].0,
+            "the waiting picture starts with an IDR"
+        );
         let got = got.split_off(first);
         let keys: Vec<bool> = got.iter().map(|(k, _)| *k).collect();
         assert_eq!(

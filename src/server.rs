@@ -4,10 +4,10 @@
 use crate::config::{EncodeSettings, Ladder};
 use crate::http::{self, AppState};
 use crate::pipeline::{self, OpenSource, Pipeline, StartError};
+use crate::relay::Relay;
 use crate::rtc::RtcConfig;
 use crate::shutdown::Shutdown;
 use crate::source::{self, OpenOptions, Source, SourceSpec};
-use crate::relay::Relay;
 use crate::whep::{Limits, Sessions, Stream};
 use crate::whip::ingest::{Ingest, IngestStream};
 use std::future::Future;

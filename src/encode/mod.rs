@@ -147,7 +147,10 @@ impl Encoder {
     /// settings' rate (OpenH264's ceiling for this stream: it was set up with that as the
     /// most it may spend). For a sender whose one receiver's link decides the rate.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), EncodeError> {
-        let bps = bps.clamp(MIN_BITRATE.min(self.settings.bitrate.bps()), self.settings.bitrate.bps());
+        let bps = bps.clamp(
+            MIN_BITRATE.min(self.settings.bitrate.bps()),
+            self.settings.bitrate.bps(),
+        );
         if bps == self.bitrate() {
             return Ok(());
         }

@@ -412,7 +412,11 @@ async fn build(
         // a WHIP endpoint, maybe across the world), 20 ms and 2 s: a busy or far endpoint
         // must not see every pair given up before it answers.
         .with_ice_connection_attempts(
-            Some(Duration::from_millis(if role == Role::Offer { 20 } else { 5 })),
+            Some(Duration::from_millis(if role == Role::Offer {
+                20
+            } else {
+                5
+            })),
             Some(100),
         )
         .with_ice_timeouts(

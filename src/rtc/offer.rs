@@ -38,9 +38,7 @@ impl OfferError {
             OfferError::NoVideo
             | OfferError::NotReceiving(_)
             | OfferError::NotSending(_)
-            | OfferError::NoH264(_) => {
-                http::StatusCode::UNPROCESSABLE_ENTITY
-            }
+            | OfferError::NoH264(_) => http::StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 }

@@ -42,7 +42,13 @@ impl Standby {
         let line = 10 * scale;
         let left = w / 16;
         let top = h / 3;
-        draw_text(&mut self.frame, left, top, scale, "WAITING FOR THE PUBLISHER");
+        draw_text(
+            &mut self.frame,
+            left,
+            top,
+            scale,
+            "WAITING FOR THE PUBLISHER",
+        );
         draw_text(
             &mut self.frame,
             left,

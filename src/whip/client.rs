@@ -268,7 +268,10 @@ impl Client {
                     headers.insert(reqwest::header::IF_MATCH, v);
                 }
             }
-            let mut request = self.http.request(method.clone(), url.clone()).headers(headers);
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers);
             if let Some((_, text)) = &body {
                 request = request.body(text.clone());
             }

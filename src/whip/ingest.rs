@@ -177,8 +177,7 @@ impl Ingest {
         )
         .await?;
         let remote_ufrag = whep::sdpfrag::ufrag_of(&offer);
-        let sdp = match rtc::ingest::answer(&pc, offer, &mut gathered_rx, &self.inner.rtc).await
-        {
+        let sdp = match rtc::ingest::answer(&pc, offer, &mut gathered_rx, &self.inner.rtc).await {
             Ok(sdp) => sdp,
             Err(e) => {
                 let _ = pc.close().await;
@@ -208,11 +207,11 @@ impl Ingest {
             publisher.cancel.clone(),
         );
         self.inner.shutdown.spawn(async move {
-            if let Some(reason) =
-                whep::watch_connection(state_rx, &restarted, &feed, &cancel).await
+            if let Some(reason) = whep::watch_connection(state_rx, &restarted, &feed, &cancel).await
             {
                 // The shared supervisor speaks of viewers; this peer is the publisher.
-                me.close(&id_owned, &reason.replace("viewer", "publisher")).await;
+                me.close(&id_owned, &reason.replace("viewer", "publisher"))
+                    .await;
             }
         });
         Ok(Answer {

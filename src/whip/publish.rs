@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 
 /// A session that has not connected by then is given up and published again.
@@ -147,7 +147,14 @@ async fn session(
     .await
     .map_err(local)?;
     let result = run(
-        client, renditions, config, &rtc_config, cancel, &pc, &link, &mut events,
+        client,
+        renditions,
+        config,
+        &rtc_config,
+        cancel,
+        &pc,
+        &link,
+        &mut events,
     )
     .await;
     if let Err(e) = pc.close().await {
@@ -260,7 +267,16 @@ async fn run(
         ));
     }
 
-    let ended = supervise(client, renditions, rtc_config, cancel, pc, events, &mut session).await;
+    let ended = supervise(
+        client,
+        renditions,
+        rtc_config,
+        cancel,
+        pc,
+        events,
+        &mut session,
+    )
+    .await;
     if config.follow_link {
         for f in renditions.iter() {
             f.follow_link(0);
@@ -390,16 +406,16 @@ async fn restart_ice(
     events: &mut Events,
     session: &mut Session,
 ) -> Result<(), WhipError> {
-    pc.restart_ice().await.map_err(|e| local(RtcError::Setup(e)))?;
+    pc.restart_ice()
+        .await
+        .map_err(|e| local(RtcError::Setup(e)))?;
     events.gathered_tx.send_replace(false);
     let offer = rtc::publish::make_offer(pc, &mut events.gathered, rtc_config)
         .await
         .map_err(local)?;
-    let (m_line, mid) = sdpfrag::first_media(&offer)
-        .ok_or_else(|| local(RtcError::NoMedia))?;
+    let (m_line, mid) = sdpfrag::first_media(&offer).ok_or_else(|| local(RtcError::NoMedia))?;
     let fragment = IceParams::from_sdp(&offer).to_fragment(&m_line, &mid);
-    let Patched::Restarted { fragment, etag } =
-        client.patch(&session.url, &fragment, "*").await?
+    let Patched::Restarted { fragment, etag } = client.patch(&session.url, &fragment, "*").await?
     else {
         return Err(WhipError::Protocol(
             "the endpoint took the restart PATCH without answering new credentials".into(),
@@ -521,7 +537,10 @@ async fn follow_link(
         }
         if last_log.elapsed() >= Duration::from_secs(10) {
             last_log = Instant::now();
-            let label = renditions.get(current).map(|f| f.label()).unwrap_or_default();
+            let label = renditions
+                .get(current)
+                .map(|f| f.label())
+                .unwrap_or_default();
             tracing::info!(
                 "publishing: link estimate {} kbit/s{}, sending {label} at up to {} kbit/s, loss {:.1}%, rtt {}",
                 link.estimate_bps() / 1000,
@@ -639,6 +658,10 @@ mod tests {
         assert!(parsed.end_of_candidates);
         assert_eq!(parsed.ufrag.as_deref(), Some("abcd"));
         let partial = late_candidates(offer, &local, false).unwrap();
-        assert!(!Fragment::parse(partial.as_bytes()).unwrap().end_of_candidates);
+        assert!(
+            !Fragment::parse(partial.as_bytes())
+                .unwrap()
+                .end_of_candidates
+        );
     }
 }

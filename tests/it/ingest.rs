@@ -100,9 +100,13 @@ async fn one_publisher_at_a_time_with_the_ingest_token_and_h264_sent() {
     // The viewers' token (none here) is no ingest token, and WHEP stays open.
     let (status, _, text) = post("/whip", Some(INGEST), "text/plain", offer.clone()).await;
     assert_eq!(status, 415, "{text}");
-    let (status, _, text) = post("/whip/nope", Some(INGEST), "application/sdp", offer.clone()).await;
+    let (status, _, text) =
+        post("/whip/nope", Some(INGEST), "application/sdp", offer.clone()).await;
     assert_eq!(status, 404, "{text}");
-    assert!(text.contains("main"), "names the streams that take publishers: {text}");
+    assert!(
+        text.contains("main"),
+        "names the streams that take publishers: {text}"
+    );
     // A viewer's (recvonly) offer is no publisher's.
     let (vpc, viewer_offer, _) = crate::support::offer().await;
     let (status, _, text) = post("/whip", Some(INGEST), "application/sdp", viewer_offer).await;
@@ -114,7 +118,8 @@ async fn one_publisher_at_a_time_with_the_ingest_token_and_h264_sent() {
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("H.264"), "{text}");
 
-    let (status, headers, text) = post("/whip/main", Some(INGEST), "application/sdp", offer.clone()).await;
+    let (status, headers, text) =
+        post("/whip/main", Some(INGEST), "application/sdp", offer.clone()).await;
     assert_eq!(status, 201, "{text}");
     assert!(text.contains("a=recvonly"), "{text}");
     assert!(headers.get("etag").is_some());
@@ -130,8 +135,7 @@ async fn one_publisher_at_a_time_with_the_ingest_token_and_h264_sent() {
     let client = reqwest::Client::new();
     let (status, _, _) = respond(client.delete(server.url(&location))).await;
     assert_eq!(status, 401);
-    let (status, _, text) =
-        respond(client.delete(server.url(&location)).bearer_auth(INGEST)).await;
+    let (status, _, text) = respond(client.delete(server.url(&location)).bearer_auth(INGEST)).await;
     assert_eq!(status, 200, "{text}");
     // Once it left, the next one may publish.
     let (status, headers, text) = post("/whip", Some(INGEST), "application/sdp", offer2).await;
@@ -189,7 +193,9 @@ async fn taking_publishers_beyond_loopback_needs_an_ingest_token() {
         Err(ServeError::BadIngestToken)
     ));
     // And the server itself refuses to start that way.
-    assert!(Server::bind(config("0.0.0.0:0", None, false)).await.is_err());
+    assert!(Server::bind(config("0.0.0.0:0", None, false))
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +203,9 @@ async fn hostile_offers_to_whip_get_4xx_or_a_session_and_leave_nothing_behind() 
     use rand::SeedableRng;
     let server = whip_server().await;
     let mut viewer = Viewer::connect(&server.url("/whep")).await;
-    viewer.wait_for("the waiting picture", |d| d.frames >= 2).await;
+    viewer
+        .wait_for("the waiting picture", |d| d.frames >= 2)
+        .await;
     let (pc, real) = publisher_offer().await;
     let _ = pc.close().await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x0e1b_0ff3);
@@ -229,7 +237,12 @@ async fn hostile_offers_to_whip_get_4xx_or_a_session_and_leave_nothing_behind() 
             assert!(text.trim().len() > 10, "{status} says why: {text:?}");
         }
         if let Some(l) = location {
-            let res = client.delete(server.url(&l)).bearer_auth(INGEST).send().await.unwrap();
+            let res = client
+                .delete(server.url(&l))
+                .bearer_auth(INGEST)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.status(), 200);
         }
     }
@@ -250,7 +263,11 @@ async fn hostile_offers_to_whip_get_4xx_or_a_session_and_leave_nothing_behind() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lower_rendition_is_made_by_decoding_the_publisher_once() {
     let server = whip_server().await;
-    let publisher = publish(&server.url("/whip"), INGEST, &["--size", "640x360", "--fps", "15"]);
+    let publisher = publish(
+        &server.url("/whip"),
+        INGEST,
+        &["--size", "640x360", "--fps", "15"],
+    );
     let mut top = Viewer::connect(&server.url("/whep")).await;
     top.wait_for("the publisher's own frames", |d| {
         d.size == Some((640, 360)) && d.numbers.len() >= 5
@@ -267,7 +284,10 @@ async fn a_lower_rendition_is_made_by_decoding_the_publisher_once() {
     let api = server.api().await;
     let renditions = &api["streams"][0]["renditions"];
     assert_eq!(renditions[1]["size"], "320x180", "{api}");
-    assert!(renditions[1]["frames_encoded"].as_u64().unwrap() > 0, "{api}");
+    assert!(
+        renditions[1]["frames_encoded"].as_u64().unwrap() > 0,
+        "{api}"
+    );
     drop(publisher);
     top.close().await;
     low.close().await;

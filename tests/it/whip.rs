@@ -130,7 +130,10 @@ impl Endpoint {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{what}: no session from #{from} plays; requests: {:?}", self.seen());
+        panic!(
+            "{what}: no session from #{from} plays; requests: {:?}",
+            self.seen()
+        );
     }
 
     /// Forgets every session and closes their connections, as a restarted server would.
@@ -181,7 +184,11 @@ async fn offer(State(ep): State<Endpoint>, headers: HeaderMap, body: String) -> 
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         != Some(&format!("Bearer {TOKEN}"))
     {
-        return (StatusCode::UNAUTHORIZED, "that token is not valid for this stream").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            "that token is not valid for this stream",
+        )
+            .into_response();
     }
     if let Mode::Refuse(status, message) = lock(&ep.inner.mode).clone() {
         let mut r = (status, message).into_response();
@@ -191,8 +198,14 @@ async fn offer(State(ep): State<Endpoint>, headers: HeaderMap, body: String) -> 
         return r;
     }
     assert_eq!(headers["content-type"], "application/sdp");
-    assert!(body.contains("a=sendonly"), "a WHIP offer is sendonly:\n{body}");
-    assert!(body.contains("a=rtcp-mux-only"), "RFC 9725 wants rtcp-mux-only:\n{body}");
+    assert!(
+        body.contains("a=sendonly"),
+        "a WHIP offer is sendonly:\n{body}"
+    );
+    assert!(
+        body.contains("a=rtcp-mux-only"),
+        "RFC 9725 wants rtcp-mux-only:\n{body}"
+    );
     let (pc, mut gathered, track_rx) = support::client_pc().await;
     pc.set_remote_description(RTCSessionDescription::offer(body).unwrap())
         .await
@@ -306,7 +319,10 @@ async fn wait_playing(rx: &mut watch::Receiver<Decoded>, what: &str) -> Decoded 
 
 /// Whether `pred` comes to hold for what `rx` decoded within [`WAIT`].
 async fn until(rx: &mut watch::Receiver<Decoded>, pred: impl FnMut(&Decoded) -> bool) -> bool {
-    matches!(tokio::time::timeout(WAIT, rx.wait_for(pred)).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(WAIT, rx.wait_for(pred)).await,
+        Ok(Ok(_))
+    )
 }
 
 #[tokio::test]
@@ -328,7 +344,10 @@ async fn publishes_the_pattern_and_deletes_the_session_on_sigterm() {
             .all(|s| s.authorization.as_deref() == Some(&format!("Bearer {TOKEN}"))),
         "the token goes with every request: {seen:?}"
     );
-    assert!(lock(&ep.inner.sessions).is_empty(), "the session was deleted");
+    assert!(
+        lock(&ep.inner.sessions).is_empty(),
+        "the session was deleted"
+    );
 }
 
 #[tokio::test]
@@ -337,7 +356,10 @@ async fn a_refused_token_exits_2_naming_the_token() {
     let (code, log) = finish(publish(&format!("{base}/whip"), "wrong", &[])).await;
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("401") && log.contains("token"), "{log}");
-    assert!(log.contains("that token is not valid"), "the endpoint's message: {log}");
+    assert!(
+        log.contains("that token is not valid"),
+        "the endpoint's message: {log}"
+    );
     assert_eq!(ep.count("POST", "/whip"), 1, "no retry for a refused token");
 }
 
@@ -350,7 +372,10 @@ async fn a_refused_offer_exits_2_with_the_endpoints_message() {
     ));
     let (code, log) = finish(publish(&format!("{base}/whip"), TOKEN, &[])).await;
     assert_eq!(code, Some(2), "{log}");
-    assert!(log.contains("422") && log.contains("this room takes AV1 only"), "{log}");
+    assert!(
+        log.contains("422") && log.contains("this room takes AV1 only"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -442,7 +467,16 @@ async fn a_pli_brings_a_keyframe_and_remb_brings_the_rate_down() {
     let child = publish(
         &format!("{base}/whip"),
         TOKEN,
-        &["--keyint", "60", "--bitrate", "1500k", "--size", &size, "--fps", "30"],
+        &[
+            "--keyint",
+            "60",
+            "--bitrate",
+            "1500k",
+            "--size",
+            &size,
+            "--fps",
+            "30",
+        ],
     );
     let (_, mut rx) = ep.playing(0, "at the start").await;
     let track = ep.track().await;
